@@ -1,0 +1,1 @@
+"""Vision GNN on MindSpore."""

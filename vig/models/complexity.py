@@ -1,0 +1,62 @@
+"""Parameter and multiply-accumulate counts (what the paper reports as Params and FLOPs)."""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor
+
+from .graph import DilatedKnnGraph
+from .layers import Conv2d
+
+
+def count_parameters(model, trainable_only: bool = True) -> int:
+    params = model.trainable_params() if trainable_only else model.get_parameters()
+    return int(sum(int(np.prod(p.shape)) for p in params))
+
+
+def count_macs(model, image_size: int | None = None) -> int:
+    """Multiply-accumulates of one image's forward pass: every convolution plus the N x M x C matmul of
+    each kNN distance (torchprofile-style, as the paper counts). Runs one PyNative forward with hooks."""
+    size = image_size or model.cfg.image_size
+    total = [0]
+
+    def conv_hook(cell, inputs, output):
+        _, cout, ho, wo = output.shape
+        total[0] += cout * ho * wo * (cell.in_channels // cell.groups) * cell.kernel_size ** 2
+
+    def knn_hook(cell, inputs, output):
+        x = inputs[0]
+        y = inputs[1] if len(inputs) > 1 and inputs[1] is not None else x
+        total[0] += x.shape[2] * y.shape[2] * x.shape[1]
+
+    previous_mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    handles = []
+    was_training = model.training
+    try:
+        for _, cell in model.cells_and_names():
+            if isinstance(cell, Conv2d):
+                handles.append(cell.register_forward_hook(conv_hook))
+            elif isinstance(cell, DilatedKnnGraph):
+                handles.append(cell.register_forward_hook(knn_hook))
+        model.set_train(False)
+        model(Tensor(np.zeros((1, 3, size, size), np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.set_train(was_training)
+        ms.set_context(mode=previous_mode)
+    return int(total[0])
+
+
+def model_complexity(model, with_macs: bool = True) -> dict:
+    out = {
+        "params_trainable": count_parameters(model, True),
+        "params_total": count_parameters(model, False),
+    }
+    # frozen = BatchNorm running statistics + Pyramid ViG's relative-position buffers
+    out["params_relative_pos"] = int(sum(int(np.prod(p.shape)) for p in model.get_parameters()
+                                         if p.name.endswith("relative_pos")))
+    if with_macs:
+        out["macs"] = count_macs(model)
+    return out

@@ -1,0 +1,142 @@
+"""Small building blocks shared by the ViG family: convolution, norm, activation, DropPath.
+
+Everything here uses `mindspore.nn` / `mindspore.ops` only (the `mint` kernels are missing on CPU).
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import HeNormal, Zero, initializer
+
+
+def _on_cpu() -> bool:
+    try:
+        return ms.get_context("device_target") == "CPU"
+    except Exception:  # pragma: no cover - context not initialised yet
+        return True
+
+
+class Conv2d(nn.Cell):
+    """2-D convolution with PyTorch's parameter layout and initialisation.
+
+    The weight is always (Cout, Cin/groups, kH, kW) and the bias (Cout,), so checkpoints are the same
+    on every backend. On CPU a k×k (k > 1) convolution is computed as an im2col of strided slices
+    followed by one matrix multiply: MindSpore hands oneDNN plain NCHW tensors, which makes it pick a
+    reference kernel that is 100-300x slower than this (see docs/performance.md). 1×1 and grouped
+    convolutions, and every convolution on GPU/Ascend, use the native operator.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, groups: int = 1, bias: bool = True, impl: str = "auto"):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.groups = kernel_size, stride, padding, groups
+        shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
+        # kaiming_normal_(fan_in, gain sqrt(2)) as in the original's model_init, bias zero.
+        self.weight = Parameter(initializer(HeNormal(mode="fan_in", nonlinearity="relu"), shape, ms.float32),
+                                name="weight")
+        self.has_bias = bias
+        self.bias = Parameter(initializer(Zero(), (out_channels,), ms.float32), name="bias") if bias else None
+        if impl == "auto":
+            impl = "im2col" if (_on_cpu() and kernel_size > 1 and groups == 1) else "native"
+        if impl not in ("im2col", "native"):
+            raise ValueError(f"Conv2d impl must be 'auto', 'im2col' or 'native', got {impl!r}")
+        self.impl = impl
+        self.offsets = tuple((dy, dx) for dy in range(kernel_size) for dx in range(kernel_size))
+
+    def _native(self, x):
+        return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
+
+    def _im2col(self, x):
+        k, s, p = self.kernel_size, self.stride, self.padding
+        h, w = x.shape[2], x.shape[3]
+        ho = (h + 2 * p - k) // s + 1
+        wo = (w + 2 * p - k) // s + 1
+        if p:
+            x = ops.pad(x, (p, p, p, p))
+        cols = []
+        for dy, dx in self.offsets:
+            cols.append(x[:, :, dy:dy + s * (ho - 1) + 1:s, dx:dx + s * (wo - 1) + 1:s])
+        cols = ops.cat(cols, axis=1)  # (B, k*k*Cin, Ho, Wo), channel = (dy*k + dx)*Cin + c
+        w = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * self.in_channels, 1, 1)
+        return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
+
+    def construct(self, x):
+        y = self._im2col(x) if self.impl == "im2col" else self._native(x)
+        if self.has_bias:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+    def extend_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, s={self.stride}, "
+                f"p={self.padding}, groups={self.groups}, bias={self.has_bias}, impl={self.impl}")
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with PyTorch's defaults (eps 1e-5, running-stat momentum 0.1 == MindSpore 0.9)."""
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+
+
+def activation(name: str) -> nn.Cell:
+    name = name.lower()
+    if name == "gelu":
+        return nn.GELU(approximate=False)  # the original uses PyTorch's exact (erf) GELU
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leakyrelu":
+        return nn.LeakyReLU(0.2)
+    if name == "hswish":
+        return nn.HSwish()
+    raise ValueError(f"unknown activation {name!r}; expected one of gelu, relu, leakyrelu, hswish")
+
+
+class Identity(nn.Cell):
+    def construct(self, x):
+        return x
+
+
+class DropPath(nn.Cell):
+    """Per-sample stochastic depth (timm semantics): drop the residual branch, rescale by 1/keep."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_path rate must be in [0, 1), got {drop_prob}")
+        self.drop_prob = float(drop_prob)
+        self.keep_prob = 1.0 - self.drop_prob
+
+    def construct(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))
+        return x / self.keep_prob * mask
+
+    def extend_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+            act: str | None = None, groups: int = 1) -> nn.SequentialCell:
+    """Conv2d + BatchNorm (+ activation) as a SequentialCell indexed like the original's nn.Sequential."""
+    layers = [Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups),
+              batch_norm(out_channels)]
+    if act:
+        layers.append(activation(act))
+    return nn.SequentialCell(layers)
+
+
+def linspace(start: float, stop: float, num: int) -> list[float]:
+    """torch.linspace in float32 (start half counted up, end half counted down), so the k and
+    drop-path schedules match the original's exactly, including where int() truncates."""
+    import numpy as np
+
+    if num == 1:
+        return [float(np.float32(start))]
+    start32, stop32 = np.float32(start), np.float32(stop)
+    step = np.float32((stop32 - start32) / np.float32(num - 1))
+    half = num // 2
+    return [float(start32 + step * np.float32(i)) if i < half else float(stop32 - step * np.float32(num - 1 - i))
+            for i in range(num)]
