@@ -1,0 +1,142 @@
+"""Model/training configuration: the seed model zoo's YAML keys, validated against a schema.
+
+`load_model_config(path, overrides)` returns a plain dict with every key filled in (DEFAULTS), raising
+`ConfigError` that names the file, the key and what is allowed before any data is read.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "model.schema.yaml"
+
+# The seed's values (research/cv/ViG src/configs/vig_s_patch16_224.yaml + src/args.py) where it has
+# one; this project's keys otherwise.
+DEFAULTS = {
+    "arch": "vig_s_patch16_224", "num_classes": 1000, "image_size": 224, "drop_path_rate": 0.1,
+    "drop_rate": 0.0, "model_overrides": {},
+    "data_url": "../data/imagenet", "set": "ImageNet", "num_parallel_workers": 8,
+    "auto_augment": "rand-m9-mstd0.5-inc1", "interpolation": "bicubic",
+    "re_prob": 0.25, "re_mode": "pixel", "re_count": 1,
+    "mix_up": 0.8, "cutmix": 1.0, "mixup_prob": 1.0, "switch_prob": 0.5, "mixup_mode": "batch",
+    "label_smoothing": 0.1, "crop_pct": 0.875,
+    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+    "optimizer": "adamw", "base_lr": 0.002, "warmup_lr": 7e-8, "min_lr": 6e-6, "lr_scheduler": "cosine_lr",
+    "lr_linear_scaling": True, "warmup_length": 20, "lr_gamma": 0.97, "lr_adjust": 30,
+    "beta": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05, "momentum": 0.9,
+    "clip_global_norm_value": 5.0, "epochs": 300, "start_epoch": 0, "batch_size": 16, "accumulation_step": 1,
+    "amp_level": "O2", "keep_bn_fp32": True, "is_dynamic_loss_scale": True, "loss_scale": 1024,
+    "ema": False, "ema_decay": 0.99996,
+    "seed": 0, "graph_mode": 0, "device_target": "CPU", "device_num": 1, "device_id": 0,
+    "save_every": 1, "keep_checkpoint_max": 2, "log_every": 10, "pretrained": None,
+    "file_format": "MINDIR", "train_url": "./", "run_modelarts": False, "in_channel": 3, "mlp_ratio": 4.0,
+}
+
+# Keys that do not change what is trained: a resumed run may differ in these.
+NON_TRAINING_KEYS = frozenset({
+    "data_url", "num_parallel_workers", "device_target", "device_id", "save_every", "keep_checkpoint_max",
+    "log_every", "pretrained", "file_format", "train_url", "run_modelarts", "graph_mode", "keep_bn_fp32",
+    "mlp_ratio", "set",
+})
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it concerns."""
+
+
+def _load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_model_config(cfg: dict, source: str = "<config>") -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.path))
+    if not errors:
+        _check_cross_keys(cfg, source)
+        return
+    lines = []
+    for err in errors:
+        key = ".".join(str(p) for p in err.path) or "(top level)"
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            allowed = ", ".join(sorted(err.schema.get("properties", {})))
+            lines.append(f"unknown key(s) {', '.join(extra)}; allowed keys: {allowed}")
+        else:
+            rules = ("type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                     "minItems", "maxItems", "required")
+            expected = {k: v for k, v in err.schema.items() if k in rules}
+            shown = err.instance if not isinstance(err.instance, dict) else "{...}"
+            lines.append(f"key '{key}' = {shown!r}: {err.message} (allowed: {expected})")
+    raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _check_cross_keys(cfg: dict, source: str) -> None:
+    from .models import model_entry
+
+    try:
+        model_entry(cfg["arch"])
+    except KeyError as exc:
+        raise ConfigError(f"{source}: key 'arch': {exc.args[0]}") from None
+    if (cfg["mix_up"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
+        raise ConfigError(f"{source}: key 'batch_size' = {cfg['batch_size']}: mixup/cutmix needs an even batch size")
+    if cfg["min_lr"] > cfg["base_lr"]:
+        raise ConfigError(f"{source}: key 'min_lr' = {cfg['min_lr']} is above base_lr = {cfg['base_lr']}")
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """'key=value' with a YAML value (`epochs=3`, `beta=[0.9,0.99]`, `auto_augment=null`)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_model_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+    """Read a model YAML, apply overrides, fill defaults, validate. Errors name file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: model config file not found")
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    merged = dict(raw)
+    merged.update(overrides or {})
+    source = str(path) + (f" (with overrides {sorted(overrides)})" if overrides else "")
+    validate_model_config(merged, source)  # unknown keys are caught before defaults hide them
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg.update(merged)
+    validate_model_config(cfg, source)
+    return cfg
+
+
+def training_hash(cfg: dict) -> str:
+    """A short hash of everything that shapes training (what a resumed state must agree with)."""
+    shaping = {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+    blob = json.dumps(shaping, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def build_model(cfg: dict, training: bool = False):
+    """The network a config describes (drop-path only matters in training mode)."""
+    from .models import create_model
+
+    overrides = dict(cfg.get("model_overrides") or {})
+    overrides.setdefault("image_size", cfg["image_size"])
+    if cfg.get("drop_rate"):
+        overrides.setdefault("drop_rate", cfg["drop_rate"])
+    model = create_model(cfg["arch"], num_classes=cfg["num_classes"], drop_path_rate=cfg["drop_path_rate"],
+                         **overrides)
+    model.set_train(training)
+    return model
