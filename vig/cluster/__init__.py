@@ -1,0 +1,36 @@
+"""Cluster topology: Ascend (hccl_tools) rank tables shared by every backend."""
+from .rank_table import (
+    PLACEHOLDER_DEVICE_IP,
+    RANK_TABLE_CONFIG_KEYS,
+    RankTableError,
+    build_rank_table,
+    device_of_rank,
+    expand_nodelist,
+    load_rank_table,
+    local_ranks,
+    parse_hccn_conf,
+    parse_hccn_tool_output,
+    rank_table_from_config,
+    server_of_rank,
+    validate_rank_table,
+    world_size,
+    write_rank_table,
+)
+
+__all__ = [
+    "PLACEHOLDER_DEVICE_IP",
+    "RANK_TABLE_CONFIG_KEYS",
+    "RankTableError",
+    "build_rank_table",
+    "device_of_rank",
+    "expand_nodelist",
+    "load_rank_table",
+    "local_ranks",
+    "parse_hccn_conf",
+    "parse_hccn_tool_output",
+    "rank_table_from_config",
+    "server_of_rank",
+    "validate_rank_table",
+    "world_size",
+    "write_rank_table",
+]
