@@ -1,0 +1,189 @@
+"""Training and evaluation datasets on `mindspore.dataset`, reproducible to the bit.
+
+Determinism: MindSpore does no shuffling or random op here. The epoch's order comes from a numpy
+permutation seeded by (seed, epoch); every image's augmentation from a Generator seeded by
+(seed, epoch, image index); every batch's Mixup/CutMix from (seed, epoch, rank, batch index). A dataset
+built for the same (seed, epoch, rank, world_size) therefore yields the same batches whatever ran before
+and however many workers run it, and `start_batch` replays an epoch from its middle without decoding
+the skipped part.
+"""
+import os
+
+import numpy as np
+import mindspore.dataset as ds
+
+from .folder import class_names, list_images
+from .mixup import MixupCutmix
+from .settings import data_config, effective_workers, mixup_active
+from .transforms import TrainTransform, eval_transforms, load_rgb
+
+# distinct SeedSequence streams so the shuffle, per-image and per-batch draws never share random numbers
+_SHUFFLE_STREAM, _SAMPLE_STREAM, _BATCH_STREAM = 1, 2, 3
+
+
+def _check_int(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        upper = f", at most {high}" if high is not None else ""
+        raise ValueError(f"{name} = {value!r}: expected an integer >= {low}{upper}")
+    return int(value)
+
+
+def _check_rank(rank, world_size):
+    world_size = _check_int("world_size", world_size, 1)
+    return _check_int("rank", rank, 0, world_size - 1), world_size
+
+
+def _check_classes(split_dir, names, dcfg):
+    if len(names) != dcfg["num_classes"]:
+        raise ValueError(f"{split_dir} has {len(names)} class folders but num_classes = {dcfg['num_classes']}; "
+                         f"set num_classes: {len(names)} in the config or fix the folder")
+
+
+def train_shard(num_images, batch_size, rank, world_size, seed, epoch):
+    """Image indices of `rank` for one epoch, whole batches only.
+
+    All ranks permute the same way (seed, epoch), cut the permutation into `world_size` equal disjoint
+    blocks of num_images // world_size, and keep whole batches; the few images left over change every epoch.
+    """
+    order = np.random.default_rng([seed, epoch, _SHUFFLE_STREAM]).permutation(num_images)
+    per_rank = num_images // world_size
+    block = order[rank * per_rank:(rank + 1) * per_rank]
+    return block[:(per_rank // batch_size) * batch_size]
+
+
+def eval_shard(num_images, rank, world_size):
+    """Contiguous blocks in file order; the first num_images % world_size ranks get one image more."""
+    return np.array_split(np.arange(num_images), world_size)[rank]
+
+
+class _TrainSample:
+    """index -> (augmented CHW float32 image, int32 label, batch id); runs inside dataset workers."""
+
+    def __init__(self, paths, labels, dcfg, seed, epoch):
+        self.paths, self.labels = paths, labels
+        self.transform = TrainTransform(dcfg)
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self, index, batch):
+        index = int(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index, _SAMPLE_STREAM])
+        image = self.transform(load_rgb(self.paths[index]), rng)
+        return image, np.int32(self.labels[index]), batch
+
+
+class _BatchTargets:
+    """Batch -> (mixed images, (B, C) float32 soft targets) with a per-batch Generator."""
+
+    def __init__(self, mixer, seed, epoch, rank):
+        self.mixer, self.seed, self.epoch, self.rank = mixer, seed, epoch, rank
+
+    def __call__(self, images, labels, batch):
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, int(batch[0]), _BATCH_STREAM])
+        result = self.mixer.apply(images, labels, rng)
+        return result.images, result.targets
+
+
+class _EvalSample:
+    def __init__(self, paths, labels, transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __call__(self, index):
+        index = int(index)
+        return self.transform(load_rgb(self.paths[index])), np.int32(self.labels[index])
+
+
+def _map_kwargs(workers):
+    # forked Python workers sidestep the GIL for PIL/numpy work; one worker stays in-process
+    return dict(num_parallel_workers=workers, python_multiprocessing=workers > 1)
+
+
+def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0, start_batch=0):
+    """Rank `rank`'s training batches of one epoch from `<root>/train`: {"image": (B,3,S,S) float32,
+    "label": (B, num_classes) float32 soft targets (smoothed one-hot, Mixup/CutMix-mixed when on)}.
+
+    Build one dataset per epoch and iterate it once. `start_batch` skips the first batches of the epoch
+    (resume); the batches that follow are identical to those of a full run.
+    """
+    dcfg = data_config(cfg)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    rank, world_size = _check_rank(rank, world_size)
+    seed, epoch = _check_int("seed", seed, 0), _check_int("epoch", epoch, 0)
+    start_batch = _check_int("start_batch", start_batch, 0)
+    if mixup_active(dcfg) and batch_size % 2:
+        raise ValueError(f"batch_size = {batch_size}: Mixup/CutMix (mix_up = {dcfg['mix_up']}, "
+                         f"cutmix = {dcfg['cutmix']}) pairs each sample with the flipped batch and needs an even "
+                         f"batch size; use an even batch_size or set mix_up and cutmix to 0")
+    split_dir = os.path.join(os.fspath(root), "train")
+    names, paths, labels = list_images(split_dir)
+    _check_classes(split_dir, names, dcfg)
+    order = train_shard(len(paths), batch_size, rank, world_size, seed, epoch)
+    num_batches = len(order) // batch_size
+    if num_batches == 0:
+        raise ValueError(f"{split_dir} has {len(paths)} images: with world_size = {world_size} each rank gets "
+                         f"{len(paths) // world_size}, less than one batch of batch_size = {batch_size}")
+    if start_batch >= num_batches:
+        raise ValueError(f"start_batch = {start_batch}: the epoch has only {num_batches} batches on this rank")
+    order = order[start_batch * batch_size:]
+    batch_ids = np.arange(start_batch * batch_size, num_batches * batch_size) // batch_size
+    workers = effective_workers(dcfg["num_parallel_workers"])
+    print(f"[data] train {split_dir}: {len(paths)} images, {len(names)} classes; epoch {epoch} seed {seed} "
+          f"rank {rank}/{world_size}: batches {start_batch}..{num_batches - 1} of {batch_size}, {workers} workers",
+          flush=True)
+    mixer = MixupCutmix(dcfg["mix_up"], dcfg["cutmix"], dcfg["mixup_prob"], dcfg["switch_prob"],
+                        dcfg["label_smoothing"], dcfg["num_classes"])
+    dataset = ds.NumpySlicesDataset({"index": order.astype(np.int64), "batch": batch_ids.astype(np.int64)},
+                                    shuffle=False)
+    dataset = dataset.map(_TrainSample(paths, labels, dcfg, seed, epoch), input_columns=["index", "batch"],
+                          output_columns=["image", "label", "batch"], **_map_kwargs(workers))
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    # one in-process worker: a batch is large to ship between processes and mixing it is cheap
+    return dataset.map(_BatchTargets(mixer, seed, epoch, rank), input_columns=["image", "label", "batch"],
+                       output_columns=["image", "label"], num_parallel_workers=1)
+
+
+def build_eval_dataset(root, cfg, batch_size, rank=0, world_size=1, split="val"):
+    """Rank `rank`'s share of `<root>/<split>` in file order: {"image": (B,3,S,S) float32, "label": (B,) int32}.
+
+    Shards are disjoint contiguous blocks covering every image once (the first N % world_size ranks hold
+    one image more, so ranks may differ by one batch); the last batch may be short. Sum correct counts
+    and image counts over ranks to get the accuracy of the whole split.
+    """
+    dcfg = data_config(cfg)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    rank, world_size = _check_rank(rank, world_size)
+    split_dir = os.path.join(os.fspath(root), split)
+    names, paths, labels = list_images(split_dir)
+    _check_classes(split_dir, names, dcfg)
+    train_dir = os.path.join(os.fspath(root), "train")
+    if split != "train" and os.path.isdir(train_dir):
+        train_names = _class_names_or_none(train_dir)
+        if train_names is not None and train_names != names:
+            raise ValueError(f"class folders of {split_dir} differ from those of {train_dir}: labels would not "
+                             f"match (first difference: {_first_difference(names, train_names)})")
+    if len(paths) < world_size:
+        raise ValueError(f"{split_dir} has {len(paths)} images, fewer than world_size = {world_size}")
+    shard = eval_shard(len(paths), rank, world_size)
+    workers = effective_workers(dcfg["num_parallel_workers"])
+    print(f"[data] eval {split_dir}: {len(paths)} images; rank {rank}/{world_size}: images "
+          f"{shard[0]}..{shard[-1]} ({len(shard)}), batch {batch_size}, {workers} workers", flush=True)
+    transform = eval_transforms(dcfg["image_size"], dcfg["crop_pct"], dcfg["mean"], dcfg["std"],
+                                dcfg["interpolation"])
+    dataset = ds.NumpySlicesDataset({"index": shard.astype(np.int64)}, shuffle=False)
+    dataset = dataset.map(_EvalSample(paths, labels, transform), input_columns=["index"],
+                          output_columns=["image", "label"], **_map_kwargs(workers))
+    return dataset.batch(batch_size, drop_remainder=False)
+
+
+def _class_names_or_none(split_dir):
+    try:
+        return class_names(split_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _first_difference(names, other):
+    for a, b in zip(names, other):
+        if a != b:
+            return f"{a!r} vs {b!r}"
+    return f"{len(names)} vs {len(other)} classes"
