@@ -8,7 +8,7 @@ from PIL import Image
 
 from vig.data import (DEFAULTS, MixupCutmix, RandAugment, build_eval_dataset, build_train_dataset, class_names,
                       data_config, eval_shard, eval_transforms, parse_rand_augment, random_erase, smoothed_one_hot,
-                      train_shard)
+                      train_shard, train_steps_per_epoch)
 from vig.data.rand_augment import INCREASING_OP_SET
 
 MEAN, STD = DEFAULTS["mean"], DEFAULTS["std"]
@@ -249,7 +249,7 @@ def test_train_batches_are_deterministic_and_epochs_differ(jpeg_root):
     cfg = dict(num_classes=3, image_size=32, re_prob=0.5, num_parallel_workers=2)
     first = _batches(build_train_dataset(jpeg_root, cfg, 4, seed=3, epoch=1))
     again = _batches(build_train_dataset(jpeg_root, dict(cfg, num_parallel_workers=1), 4, seed=3, epoch=1))
-    assert len(first) == 3
+    assert len(first) == 3 == train_steps_per_epoch(jpeg_root, 4)
     for (image_a, label_a), (image_b, label_b) in zip(first, again):
         assert image_a.shape == (4, 3, 32, 32) and image_a.dtype == np.float32
         assert label_a.shape == (4, 3) and label_a.dtype == np.float32
@@ -283,6 +283,7 @@ def test_train_shards_are_disjoint_and_cover(id_root):
     seen = [sum((_ids(images) for images, _ in _batches(build_train_dataset(id_root, cfg, 2, r, 2, epoch=1))), [])
             for r in range(2)]
     assert len(seen[0]) == len(seen[1]) == 6 and not set(seen[0]) & set(seen[1])
+    assert train_steps_per_epoch(id_root, 2, world_size=2) == 3
 
 
 def test_eval_shards_count_every_image_once(id_root):

@@ -52,6 +52,14 @@ def train_shard(num_images, batch_size, rank, world_size, seed, epoch):
     return block[:(per_rank // batch_size) * batch_size]
 
 
+def train_steps_per_epoch(root, batch_size, world_size=1):
+    """Batches per rank per epoch of `<root>/train` (the same for every rank and epoch; for LR schedules)."""
+    batch_size = _check_int("batch_size", batch_size, 1)
+    world_size = _check_int("world_size", world_size, 1)
+    _, paths, _ = list_images(os.path.join(os.fspath(root), "train"))
+    return (len(paths) // world_size) // batch_size
+
+
 def eval_shard(num_images, rank, world_size):
     """Contiguous blocks in file order; the first num_images % world_size ranks get one image more."""
     return np.array_split(np.arange(num_images), world_size)[rank]

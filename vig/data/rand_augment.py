@@ -3,8 +3,10 @@
 Semantics follow timm's `rand_augment_transform` (the seed's `rand-m9-mstd0.5-inc1`): `n` ops per image
 drawn uniformly with replacement, each applied with probability 0.5, magnitude ~ N(m, mstd) clipped to
 [0, mmax] (mmax defaults to 10; mstd > 100 means uniform in [0, m]), `inc1` selects the "increasing"
-op set whose strength grows with the magnitude. MindSpore's own `vision.RandAugment` differs (31 bins,
-no magnitude noise, other op set), hence this module.
+op set whose strength grows with the magnitude. Two deliberate differences from timm: `inc0` selects
+the default op set (timm tests `bool("0")`, which is True), and `m`/`mmax` may be fractional.
+MindSpore's own `vision.RandAugment` differs (31 bins, no magnitude noise, other op set), hence this
+module.
 """
 import math
 import re
