@@ -6,6 +6,8 @@ Writes a synthetic ImageNet-format folder of JPEGs to a temp dir (or uses --data
     .venv/bin/python bench/data_throughput.py [--images 256] [--batch-size 32] [--workers N] [--config cfg.yaml]
 """
 import argparse
+import contextlib
+import gc
 import json
 import os
 import resource
@@ -75,11 +77,20 @@ def mixup_ms(dcfg, batch_size, repeats=5):
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def cpu_seconds():
+    """CPU time of this process plus its reaped children (the dataset's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(root, cfg, batch_size):
-    dataset = build_train_dataset(root, cfg, batch_size, seed=0, epoch=0)
+    cpu_start = cpu_seconds()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        dataset = build_train_dataset(root, cfg, batch_size, seed=0, epoch=0)
+    iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     start = time.perf_counter()
     first_batch_s, count = None, 0
-    for batch in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+    for batch in iterator:
         count += batch[0].shape[0]
         if first_batch_s is None:  # worker start-up and pipeline fill, reported apart
             first_batch_s = time.perf_counter() - start
@@ -88,8 +99,16 @@ def measure(root, cfg, batch_size):
     total_s = time.perf_counter() - start
     steady_s = time.perf_counter() - steady_start
     steady = (count - steady_count) / steady_s if count > steady_count and steady_s > 0 else None
+    del iterator, dataset  # ends the worker processes so their CPU time is counted
+    gc.collect()
+    time.sleep(1.0)
+    # CPU per image does not depend on other load on the machine; images/s does
+    cpu_ms = (cpu_seconds() - cpu_start) / count * 1000
     return dict(images=count, seconds=round(total_s, 3), images_per_s=round(count / total_s, 1),
-                steady_images_per_s=round(steady, 1) if steady else None, first_batch_s=round(first_batch_s, 3))
+                steady_images_per_s=round(steady, 1) if steady else None, first_batch_s=round(first_batch_s, 3),
+                pipeline_cpu_ms_per_image=round(cpu_ms, 2),
+                idle_machine_images_per_s_estimate=round((os.cpu_count() or 1) * 1000 / cpu_ms, 1),
+                load_average_1min=round(os.getloadavg()[0], 2))
 
 
 def main():
