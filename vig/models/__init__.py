@@ -2,7 +2,7 @@
 from .registry import create_model, list_models, model_entry
 from . import vig as _vig  # noqa: F401  (registers the variants)
 from .vig import ViG, ViGConfig
-from .complexity import count_parameters, count_macs, model_complexity
+from .complexity import count_macs, count_parameters, model_complexity, trace_forward
 
 __all__ = ["create_model", "list_models", "model_entry", "ViG", "ViGConfig",
-           "count_parameters", "count_macs", "model_complexity"]
+           "count_parameters", "count_macs", "model_complexity", "trace_forward"]

@@ -16,7 +16,12 @@ def count_parameters(model, trainable_only: bool = True) -> int:
 
 def count_macs(model, image_size: int | None = None) -> int:
     """Multiply-accumulates of one image's forward pass: every convolution plus the N x M x C matmul of
-    each kNN distance (torchprofile-style, as the paper counts). Runs one PyNative forward with hooks."""
+    each kNN distance (torchprofile-style, as the paper counts)."""
+    return trace_forward(model, image_size)["macs"]
+
+
+def trace_forward(model, image_size: int | None = None, batch_size: int = 1) -> dict:
+    """One PyNative eval forward with hooks: MACs per image and the output shape."""
     size = image_size or model.cfg.image_size
     total = [0]
 
@@ -40,13 +45,13 @@ def count_macs(model, image_size: int | None = None) -> int:
             elif isinstance(cell, DilatedKnnGraph):
                 handles.append(cell.register_forward_hook(knn_hook))
         model.set_train(False)
-        model(Tensor(np.zeros((1, 3, size, size), np.float32)))
+        out = model(Tensor(np.zeros((batch_size, 3, size, size), np.float32)))
     finally:
         for h in handles:
             h.remove()
         model.set_train(was_training)
         ms.set_context(mode=previous_mode)
-    return int(total[0])
+    return {"macs": int(total[0]) // batch_size, "output_shape": tuple(out.shape)}
 
 
 def model_complexity(model, with_macs: bool = True) -> dict:

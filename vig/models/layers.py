@@ -50,15 +50,21 @@ class Conv2d(nn.Cell):
         return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
 
     def _im2col(self, x):
+        # Strided slices are avoided: MindSpore 2.10's CPU StridedSliceGrad fails for step > 1
+        # ("input memory out of bounds"). Instead the padded map is split into its s x s phases
+        # (a reshape), and each tap is a step-1 slice of one phase.
         k, s, p = self.kernel_size, self.stride, self.padding
-        h, w = x.shape[2], x.shape[3]
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
         ho = (h + 2 * p - k) // s + 1
         wo = (w + 2 * p - k) // s + 1
-        if p:
-            x = ops.pad(x, (p, p, p, p))
+        hp, wp = s * (ho + (k - 1) // s), s * (wo + (k - 1) // s)  # rows/cols the taps can reach
+        pad_b, pad_r = max(hp - h - p, 0), max(wp - w - p, 0)
+        if p or pad_b or pad_r:
+            x = ops.pad(x, (p, pad_r, p, pad_b))
+        x = x[:, :, :hp, :wp].reshape(-1, c, hp // s, s, wp // s, s)
         cols = []
         for dy, dx in self.offsets:
-            cols.append(x[:, :, dy:dy + s * (ho - 1) + 1:s, dx:dx + s * (wo - 1) + 1:s])
+            cols.append(x[:, :, dy // s:dy // s + ho, dy % s, dx // s:dx // s + wo, dx % s])
         cols = ops.cat(cols, axis=1)  # (B, k*k*Cin, Ho, Wo), channel = (dy*k + dx)*Cin + c
         w = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * self.in_channels, 1, 1)
         return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
