@@ -79,12 +79,11 @@ def validate_model_config(cfg: dict, source: str = "<config>") -> None:
 
 
 def _check_cross_keys(cfg: dict, source: str) -> None:
-    from .models import model_entry
+    from .variants import known_arch_names
 
-    try:
-        model_entry(cfg["arch"])
-    except KeyError as exc:
-        raise ConfigError(f"{source}: key 'arch': {exc.args[0]}") from None
+    if cfg["arch"] not in known_arch_names():
+        raise ConfigError(f"{source}: key 'arch': unknown model {cfg['arch']!r}; "
+                          f"valid names: {', '.join(known_arch_names())}")
     if (cfg["mix_up"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
         raise ConfigError(f"{source}: key 'batch_size' = {cfg['batch_size']}: mixup/cutmix needs an even batch size")
     if cfg["min_lr"] > cfg["base_lr"]:

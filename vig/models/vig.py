@@ -13,6 +13,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .graph import GRAPH_CONVS, Grapher
 from .layers import Conv2d, DropPath, Identity, activation, batch_norm, conv_bn, linspace
+from ..variants import SEED_ALIASES, VARIANTS
 from .registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -194,34 +195,8 @@ class ViG(nn.Cell):
 
 
 # ----------------------------------------------------------------------------------------------
-# Named variants (the original's names; the seed model zoo's names are aliases)
+# Named variants (table in vig/variants.py, importable without MindSpore)
 # ----------------------------------------------------------------------------------------------
-def _isotropic(channels: int, blocks: int, **kw) -> dict:
-    return dict(channels=(channels,), blocks=(blocks,), k_growth=True, stem_stride=16, reduce_ratios=(1,),
-                relative_pos=False, pyramid=False, **kw)
-
-
-def _pyramid(channels: tuple, blocks: tuple, **kw) -> dict:
-    return dict(channels=channels, blocks=blocks, k_growth=False, stem_stride=4, reduce_ratios=(4, 2, 1, 1),
-                relative_pos=True, pyramid=True, **kw)
-
-
-VARIANTS = {
-    "vig_ti_224_gelu": _isotropic(192, 12),
-    "vig_s_224_gelu": _isotropic(320, 16),
-    "vig_b_224_gelu": _isotropic(640, 16),
-    "pvig_ti_224_gelu": _pyramid((48, 96, 240, 384), (2, 2, 6, 2)),
-    "pvig_s_224_gelu": _pyramid((80, 160, 400, 640), (2, 2, 6, 2)),
-    "pvig_m_224_gelu": _pyramid((96, 192, 384, 768), (2, 2, 16, 2)),
-    "pvig_b_224_gelu": _pyramid((128, 256, 512, 1024), (2, 2, 18, 2), crop_pct=0.95),
-}
-SEED_ALIASES = {
-    "vig_ti_patch16_224": "vig_ti_224_gelu",
-    "vig_s_patch16_224": "vig_s_224_gelu",
-    "vig_b_patch16_224": "vig_b_224_gelu",
-}
-
-
 def _factory(variant: str):
     def build(**overrides) -> ViG:
         fields = dict(VARIANTS[variant])
