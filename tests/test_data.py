@@ -104,6 +104,12 @@ def test_folder_errors_name_the_problem(jpeg_root, tmp_path):
         build_train_dataset(jpeg_root, dict(num_classes=1000), 2)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         build_eval_dataset(tmp_path, dict(num_classes=3), 2)
+    for split, classes in (("train", "ab"), ("val", "ac")):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "x.png")
+    with pytest.raises(ValueError, match="differ from those of .*'c' vs 'b'"):
+        build_eval_dataset(tmp_path, dict(num_classes=2), 2)
 
 
 # --- RandAugment behaviour ---------------------------------------------------------------------------

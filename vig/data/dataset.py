@@ -106,6 +106,29 @@ def _map_kwargs(workers):
     return dict(num_parallel_workers=workers, python_multiprocessing=workers > 1)
 
 
+def _check_batching(dcfg, batch_size, rank, world_size):
+    batch_size = _check_int("batch_size", batch_size, 1)
+    rank, world_size = _check_rank(rank, world_size)
+    if mixup_active(dcfg) and batch_size % 2:
+        raise ValueError(f"batch_size = {batch_size}: Mixup/CutMix (mix_up = {dcfg['mix_up']}, "
+                         f"cutmix = {dcfg['cutmix']}) pairs each sample with the flipped batch and needs an even "
+                         f"batch size; use an even batch_size or set mix_up and cutmix to 0")
+    return batch_size, rank, world_size
+
+
+def _epoch_plan(split_dir, num_images, batch_size, rank, world_size, seed, epoch, start_batch):
+    """(image indices, batch index of each) for this rank's epoch from `start_batch` on."""
+    order = train_shard(num_images, batch_size, rank, world_size, seed, epoch)
+    num_batches = len(order) // batch_size
+    if num_batches == 0:
+        raise ValueError(f"{split_dir} has {num_images} images: with world_size = {world_size} each rank gets "
+                         f"{num_images // world_size}, less than one batch of batch_size = {batch_size}")
+    if start_batch >= num_batches:
+        raise ValueError(f"start_batch = {start_batch}: the epoch has only {num_batches} batches on this rank")
+    first = start_batch * batch_size
+    return order[first:], np.arange(first, len(order)) // batch_size
+
+
 def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0, start_batch=0):
     """Rank `rank`'s training batches of one epoch from `<root>/train`: {"image": (B,3,S,S) float32,
     "label": (B, num_classes) float32 soft targets (smoothed one-hot, Mixup/CutMix-mixed when on)}.
@@ -114,29 +137,16 @@ def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epo
     (resume); the batches that follow are identical to those of a full run.
     """
     dcfg = data_config(cfg)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    rank, world_size = _check_rank(rank, world_size)
+    batch_size, rank, world_size = _check_batching(dcfg, batch_size, rank, world_size)
     seed, epoch = _check_int("seed", seed, 0), _check_int("epoch", epoch, 0)
     start_batch = _check_int("start_batch", start_batch, 0)
-    if mixup_active(dcfg) and batch_size % 2:
-        raise ValueError(f"batch_size = {batch_size}: Mixup/CutMix (mix_up = {dcfg['mix_up']}, "
-                         f"cutmix = {dcfg['cutmix']}) pairs each sample with the flipped batch and needs an even "
-                         f"batch size; use an even batch_size or set mix_up and cutmix to 0")
     split_dir = os.path.join(os.fspath(root), "train")
     names, paths, labels = list_images(split_dir)
     _check_classes(split_dir, names, dcfg)
-    order = train_shard(len(paths), batch_size, rank, world_size, seed, epoch)
-    num_batches = len(order) // batch_size
-    if num_batches == 0:
-        raise ValueError(f"{split_dir} has {len(paths)} images: with world_size = {world_size} each rank gets "
-                         f"{len(paths) // world_size}, less than one batch of batch_size = {batch_size}")
-    if start_batch >= num_batches:
-        raise ValueError(f"start_batch = {start_batch}: the epoch has only {num_batches} batches on this rank")
-    order = order[start_batch * batch_size:]
-    batch_ids = np.arange(start_batch * batch_size, num_batches * batch_size) // batch_size
+    order, batch_ids = _epoch_plan(split_dir, len(paths), batch_size, rank, world_size, seed, epoch, start_batch)
     workers = effective_workers(dcfg["num_parallel_workers"])
     print(f"[data] train {split_dir}: {len(paths)} images, {len(names)} classes; epoch {epoch} seed {seed} "
-          f"rank {rank}/{world_size}: batches {start_batch}..{num_batches - 1} of {batch_size}, {workers} workers",
+          f"rank {rank}/{world_size}: batches {batch_ids[0]}..{batch_ids[-1]} of {batch_size}, {workers} workers",
           flush=True)
     mixer = MixupCutmix(dcfg["mix_up"], dcfg["cutmix"], dcfg["mixup_prob"], dcfg["switch_prob"],
                         dcfg["label_smoothing"], dcfg["num_classes"])
@@ -163,12 +173,8 @@ def build_eval_dataset(root, cfg, batch_size, rank=0, world_size=1, split="val")
     split_dir = os.path.join(os.fspath(root), split)
     names, paths, labels = list_images(split_dir)
     _check_classes(split_dir, names, dcfg)
-    train_dir = os.path.join(os.fspath(root), "train")
-    if split != "train" and os.path.isdir(train_dir):
-        train_names = _class_names_or_none(train_dir)
-        if train_names is not None and train_names != names:
-            raise ValueError(f"class folders of {split_dir} differ from those of {train_dir}: labels would not "
-                             f"match (first difference: {_first_difference(names, train_names)})")
+    if split != "train":
+        _check_same_classes_as_train(os.path.join(os.fspath(root), "train"), split_dir, names)
     if len(paths) < world_size:
         raise ValueError(f"{split_dir} has {len(paths)} images, fewer than world_size = {world_size}")
     shard = eval_shard(len(paths), rank, world_size)
@@ -183,15 +189,16 @@ def build_eval_dataset(root, cfg, batch_size, rank=0, world_size=1, split="val")
     return dataset.batch(batch_size, drop_remainder=False)
 
 
-def _class_names_or_none(split_dir):
+def _check_same_classes_as_train(train_dir, split_dir, names):
+    """Labels are positions in the sorted class names, so a split with other classes would be mislabelled."""
+    if not os.path.isdir(train_dir):
+        return
     try:
-        return class_names(split_dir)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _first_difference(names, other):
-    for a, b in zip(names, other):
-        if a != b:
-            return f"{a!r} vs {b!r}"
-    return f"{len(names)} vs {len(other)} classes"
+        train_names = class_names(train_dir)
+    except ValueError:  # an empty train folder says nothing about the labels
+        return
+    if train_names != names:
+        difference = next((f"{a!r} vs {b!r}" for a, b in zip(names, train_names) if a != b),
+                          f"{len(names)} vs {len(train_names)} classes")
+        raise ValueError(f"class folders of {split_dir} differ from those of {train_dir} (first difference: "
+                         f"{difference}); labels would not match")
