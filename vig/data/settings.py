@@ -8,7 +8,8 @@ import os
 from .rand_augment import parse_rand_augment
 
 # Seed values: mindspore-ai/models research/cv/ViG/src/configs/vig_s_patch16_224.yaml, eval as in its
-# src/data/imagenet.py (resize 256 for 224 = crop_pct 0.875, ImageNet mean/std).
+# src/data/imagenet.py (resize 256 for 224 = crop_pct 0.875, ImageNet mean/std). `interpolation` drives
+# the crop, RandAugment and the eval resize alike (the seed hard-codes bicubic for the first and last).
 DEFAULTS = {
     "image_size": 224,
     "auto_augment": "rand-m9-mstd0.5-inc1",
