@@ -1,0 +1,38 @@
+# Vision GNN (ViG) on MindSpore: from raw images to a measured, deployed accuracy.
+#   snakemake --cores 2                                   # the embedded demo (config/config.yaml)
+#   snakemake --cores 8 --configfile config/imagenet_vig_s.yaml
+#   snakemake --workflow-profile profiles/slurm ...       # on a Slurm cluster (docs/cluster.md)
+# This file and rules/*.smk never import MindSpore: a dry run stays fast.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema/config.schema.yaml")
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/cluster.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/export.smk"
+include: "rules/infer.smk"
+include: "rules/summary.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        run_path("summary.json"),
+        run_path("report/training_curves.png"),
+        run_path("report/confusion_matrix.png"),
+        run_path("report/accuracy.png"),
+        run_path("report/benchmarks.png"),
+    localrule: True

@@ -1,0 +1,85 @@
+# Helpers shared by every stage: paths, the merged model config, per-step parameter subsets.
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)  # the vig package, importable without installing
+
+from vig.config import (
+    ConfigError,
+    NON_TRAINING_KEYS,
+    load_model_config,
+    training_hash,
+)  # noqa: E402
+
+RUN = f"results/{config['run_name']}"
+SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
+ENV = "../envs/vig.yaml"
+
+
+def run_path(path):
+    return f"{RUN}/{path}"
+
+
+def log_path(rule_name):
+    return f"{RUN}/logs/{rule_name}.log"
+
+
+def bench_path(rule_name):
+    return f"{RUN}/benchmarks/{rule_name}.tsv"
+
+
+def script(name):
+    return shlex.quote(str(SCRIPTS / f"{name}.py"))
+
+
+try:  # validate the model YAML + overrides now, before any job starts
+    MODEL_CFG = load_model_config(
+        config["model_config"], config.get("train_overrides") or {}
+    )
+except ConfigError as exc:
+    raise WorkflowError(
+        f"config key 'model_config' / 'train_overrides': {exc}"
+    ) from None
+
+ARCH = MODEL_CFG["arch"]
+TRAIN_HASH = training_hash(MODEL_CFG)
+
+
+def model_args():
+    """--vig_config plus one --set per train_overrides entry (JSON values are valid YAML)."""
+    args = ["--vig_config", config["model_config"]]
+    for key, value in (config.get("train_overrides") or {}).items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def training_params():
+    """What shapes training: a change reruns training and everything after it."""
+    return {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}
+
+
+def model_params():
+    """What shapes the network and its input (evaluation, export, preprocessing)."""
+    keys = (
+        "arch",
+        "model_overrides",
+        "num_classes",
+        "image_size",
+        "crop_pct",
+        "mean",
+        "std",
+        "interpolation",
+    )
+    return {k: MODEL_CFG[k] for k in keys}
+
+
+def data_input():
+    """The demo folder is a tracked output; a user's ImageNet folder is read in place."""
+    return run_path("dataset/images") if config["data"]["demo"] else []
+
+
+def data_dir_param(wildcards, input):
+    """The dataset folder a step reads: the tracked demo input, or the configured data_url."""
+    return input.data if config["data"]["demo"] else config["data"]["data_url"]

@@ -1,0 +1,25 @@
+rule evaluate:
+    input:
+        ckpt=rules.train.output.ckpt,
+        data=data_input(),
+    output:
+        run_path("eval/metrics.json"),
+    log:
+        log_path("evaluate"),
+    benchmark:
+        bench_path("evaluate")
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        script=script("evaluate"),
+        model=model_args(),
+        data=data_dir_param,
+        network=model_params(),
+        batch_size=config.get("evaluate", {}).get("batch_size", 64),
+    shell:
+        "python {params.script} {params.model} --checkpoint {input.ckpt} --data_url {params.data:q} "
+        "--split val --batch_size {params.batch_size} --output {output} > {log} 2>&1"

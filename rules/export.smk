@@ -1,0 +1,21 @@
+rule export:
+    input:
+        ckpt=rules.train.output.ckpt,
+    output:
+        run_path(f"export/{ARCH}.mindir"),
+    log:
+        log_path("export"),
+    benchmark:
+        bench_path("export")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        script=script("export"),
+        model=model_args(),
+        network=model_params(),
+    shell:
+        "python {params.script} {params.model} --checkpoint {input.ckpt} --output {output} > {log} 2>&1"

@@ -1,0 +1,75 @@
+# The seed's Ascend-310 chain: preprocess to .bin, run the exported MINDIR, score the results.
+rule preprocess_310:
+    input:
+        manifest=run_path("dataset/manifest.json"),
+        data=data_input(),
+    output:
+        bins=directory(run_path("infer/preprocess_Result/images")),
+        labels=run_path("infer/preprocess_Result/imagenet_label.json"),
+    log:
+        log_path("preprocess_310"),
+    benchmark:
+        bench_path("preprocess_310")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        script=script("preprocess_310"),
+        model=model_args(),
+        data=data_dir_param,
+        network=model_params(),
+    shell:
+        "python {params.script} {params.model} --data_url {params.data:q} --split val "
+        "--output_dir {output.bins} --labels {output.labels} > {log} 2>&1"
+
+
+rule infer:
+    input:
+        mindir=rules.export.output[0],
+        bins=rules.preprocess_310.output.bins,
+    output:
+        results=directory(run_path("infer/result_Files")),
+        latency=run_path("infer/latency.json"),
+    log:
+        log_path("infer"),
+    benchmark:
+        bench_path("infer")
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        script=script("infer"),
+        batch_size=config.get("infer", {}).get("batch_size", 16),
+    shell:
+        "python {params.script} --mindir {input.mindir} --input_dir {input.bins} "
+        "--output_dir {output.results} --latency {output.latency} --batch_size {params.batch_size} "
+        "> {log} 2>&1"
+
+
+rule postprocess:
+    input:
+        results=rules.infer.output.results,
+        labels=rules.preprocess_310.output.labels,
+    output:
+        run_path("infer/accuracy.json"),
+    log:
+        log_path("postprocess"),
+    benchmark:
+        bench_path("postprocess")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        script=script("postprocess"),
+    shell:
+        "python {params.script} --result_dir {input.results} --labels {input.labels} "
+        "--output {output} > {log} 2>&1"

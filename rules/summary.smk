@@ -1,0 +1,136 @@
+rule summary:
+    input:
+        eval=rules.evaluate.output[0],
+        accuracy=rules.postprocess.output[0],
+        latency=rules.infer.output.latency,
+        metrics=rules.train.output.metrics,
+    output:
+        run_path("summary.json"),
+    log:
+        log_path("summary"),
+    benchmark:
+        bench_path("summary")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        script=script("summary"),
+    shell:
+        "python {params.script} --eval {input.eval} --infer {input.accuracy} --latency {input.latency} "
+        "--train_metrics {input.metrics} --output {output} 2>&1 | tee {log}"
+
+
+rule plot_training_curves:
+    input:
+        rules.train.output.metrics,
+    output:
+        report(
+            run_path("report/training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+    log:
+        log_path("plot_training_curves"),
+    benchmark:
+        bench_path("plot_training_curves")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        script=script("report_plots"),
+    shell:
+        "python {params.script} --kind curves --inputs {input} --output {output} > {log} 2>&1"
+
+
+rule plot_confusion_matrix:
+    input:
+        rules.evaluate.output[0],
+    output:
+        report(
+            run_path("report/confusion_matrix.png"),
+            caption="../report/confusion_matrix.rst",
+            category="Evaluation",
+        ),
+    log:
+        log_path("plot_confusion_matrix"),
+    benchmark:
+        bench_path("plot_confusion_matrix")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        script=script("report_plots"),
+    shell:
+        "python {params.script} --kind confusion --inputs {input} --output {output} > {log} 2>&1"
+
+
+rule plot_accuracy:
+    input:
+        rules.summary.output[0],
+    output:
+        report(
+            run_path("report/accuracy.png"),
+            caption="../report/accuracy.rst",
+            category="Deployment",
+        ),
+    log:
+        log_path("plot_accuracy"),
+    benchmark:
+        bench_path("plot_accuracy")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        script=script("report_plots"),
+    shell:
+        "python {params.script} --kind accuracy --inputs {input} --output {output} > {log} 2>&1"
+
+
+BENCHMARKED_STEPS = [
+    "verify_dataset",
+    "rank_table",
+    "train",
+    "evaluate",
+    "export",
+    "preprocess_310",
+    "infer",
+    "postprocess",
+    "summary",
+]
+
+
+rule plot_benchmarks:
+    input:
+        [bench_path(step) for step in BENCHMARKED_STEPS],
+    output:
+        report(
+            run_path("report/benchmarks.png"),
+            caption="../report/benchmarks.rst",
+            category="Run time",
+        ),
+    log:
+        log_path("plot_benchmarks"),
+    benchmark:
+        bench_path("plot_benchmarks")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        script=script("report_plots"),
+    shell:
+        "python {params.script} --kind benchmarks --inputs {input} --output {output} > {log} 2>&1"

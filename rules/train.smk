@@ -1,0 +1,35 @@
+# Only the final artefacts are declared: Snakemake deletes declared outputs of an interrupted job.
+# The per-epoch state lives in train_state/<training hash>/, outside the outputs, so
+# `snakemake --rerun-incomplete` resumes from the last finished epoch.
+rule train:
+    input:
+        manifest=run_path("dataset/manifest.json"),
+        rank_table=run_path("cluster/rank_table.json"),
+        data=data_input(),
+    output:
+        ckpt=run_path(f"train/{ARCH}.ckpt"),
+        metrics=run_path("train/metrics.jsonl"),
+    log:
+        log_path("train"),
+    benchmark:
+        bench_path("train")
+    conda:
+        ENV
+    threads: config.get("train", {}).get("threads", 2)
+    resources:
+        mem_mb=config.get("train", {}).get("mem_mb", 4000),
+        runtime=config.get("train", {}).get("runtime", 60),
+    params:
+        script=script("train"),
+        model=model_args(),
+        data=data_dir_param,
+        state_root=run_path("train_state"),
+        log_dir=run_path("logs/train_workers"),
+        master_port=config["cluster"].get("master_port", 8118),
+        master_addr=config["cluster"].get("master_addr", "127.0.0.1"),
+        training=training_params(),
+    shell:
+        "python {params.script} {params.model} --data_url {params.data:q} "
+        "--rank_table {input.rank_table} --output_ckpt {output.ckpt} --metrics {output.metrics} "
+        "--state_root {params.state_root} --resume auto --log_dir {params.log_dir} "
+        "--master_addr {params.master_addr} --master_port {params.master_port} > {log} 2>&1"
