@@ -3,12 +3,22 @@
 #   snakemake --cores 8 --configfile config/imagenet_vig_s.yaml
 #   snakemake --workflow-profile profiles/slurm ...       # on a Slurm cluster (docs/cluster.md)
 # This file and rules/*.smk never import MindSpore: a dry run stays fast.
+import copy
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+# A config given with --configfile is complete: it replaces the demo's instead of being deep-merged
+# into it (a merge would leak demo keys such as cluster.servers into an Ascend run). --config
+# key=value overrides still apply on top of either.
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 
 validate(config, "config/schema/config.schema.yaml")

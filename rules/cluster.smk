@@ -13,6 +13,6 @@ rule rank_table:
         runtime=5,
     params:
         script=script("rank_table"),
-        cluster=json.dumps(config["cluster"], sort_keys=True),
+        cluster=json.dumps(rank_table_section(), sort_keys=True),
     shell:
         "python {params.script} --config-json {params.cluster:q} --output {output} > {log} 2>&1"

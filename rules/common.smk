@@ -55,6 +55,14 @@ def model_args():
     return " ".join(shlex.quote(a) for a in args)
 
 
+LAUNCH_KEYS = ("master_addr", "master_port")
+
+
+def rank_table_section():
+    """The cluster section minus the launcher's keys: what the rank table is built from."""
+    return {k: v for k, v in config["cluster"].items() if k not in LAUNCH_KEYS}
+
+
 def training_params():
     """What shapes training: a change reruns training and everything after it."""
     return {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}
