@@ -33,6 +33,7 @@ def list_images(split_dir):
     cached = _listing_cache.get(split_dir)
     if cached is not None and cached[0] == (names, stamp):
         return names, cached[1], cached[2]
+    print(f"[data] listing {split_dir} ({len(names)} class folders)", flush=True)  # ImageNet: seconds
     paths, labels = [], []
     for index, name in enumerate(names):
         files = _image_files(os.path.join(split_dir, name))
