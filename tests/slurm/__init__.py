@@ -1,0 +1,1 @@
+"""Test helpers that run a real one-node Slurm cluster on this machine."""
