@@ -165,6 +165,14 @@ def test_hccn_tool_failure_names_the_device_or_falls_back_to_hccn_conf():
     assert [(r[1], r[2]) for r in _rows(table)] == [("0", "192.168.100.111"), ("9", "192.168.9.9")]
 
 
+def test_default_command_runner_reports_missing_tools_and_failures():
+    with pytest.raises(RankTableError, match="hccn_tool_absent_xyz -i 0: could not run"):
+        rt.run_command(["hccn_tool_absent_xyz", "-i", "0"])
+    with pytest.raises(RankTableError, match="exit code 3: bad device"):
+        rt.run_command([sys.executable, "-c", "import sys; sys.stderr.write('bad device'); sys.exit(3)"])
+    assert rt.run_command([sys.executable, "-c", "print('ipaddr:10.2.3.4')"]) == "ipaddr:10.2.3.4\n"
+
+
 # ----------------------------------------------------------------------------- Slurm
 
 
@@ -219,6 +227,19 @@ def test_slurm_node_missing_from_device_map_is_named():
                                 "node_list": "node[01,04]"}, resolve_host=lambda h: "10.9.9.9")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("node01: [unclosed", "not valid JSON/YAML"),
+    ("- node01\n- node02\n", "expected a mapping {node name"),
+    ("node01: {devices: [{device_id: 0, device_ip: 10.0.0.300}]}\n", "node 'node01' (server 'node01') devices[0]"),
+])
+def test_bad_device_maps_are_named(text, message):
+    Path("map.yaml").write_text(text)
+    with pytest.raises(RankTableError, match="map.yaml") as err:
+        rank_table_from_config({"source": "slurm", "device_map": "map.yaml", "node_list": "node01",
+                                "resolve_hosts": False})
+    assert message in str(err.value)
+
+
 def test_slurm_with_per_node_hccn_conf_builds_16_ranks():
     table = rank_table_from_config(
         {"source": "slurm", "hccn_conf": str(DATA / "hccn_{node}.conf"), "node_list": "node[01-02]"},
@@ -258,7 +279,8 @@ def test_duplicate_device_ip_names_both_devices():
 
 
 def test_device_id_out_of_range_names_server_and_device_and_max_is_a_parameter():
-    with pytest.raises(RankTableError, match=r"server '10\.0\.0\.2' device '8': device_id must be an integer in 0\.\.7"):
+    expected = r"server '10\.0\.0\.2' device '8': device_id must be an integer in 0\.\.7"
+    with pytest.raises(RankTableError, match=expected):
         load_rank_table(DATA / "bad_device_id_range.json")
     assert world_size(load_rank_table(DATA / "bad_device_id_range.json", max_device_id=15)) == 4
 

@@ -203,7 +203,7 @@ class SlurmCluster:
         self.processes[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
-        _record_pids(self.processes)
+        _record_pids(self.scratch, self.processes)
         log(f"started {name} (pid {self.processes[name].pid})")
 
     def _node_idle(self) -> bool:
@@ -232,8 +232,9 @@ class SlurmCluster:
         PIDS_FILE.unlink(missing_ok=True)
 
 
-def _record_pids(processes: dict[str, subprocess.Popen]) -> None:
-    PIDS_FILE.write_text(json.dumps({name: proc.pid for name, proc in processes.items()}))
+def _record_pids(scratch: Path, processes: dict[str, subprocess.Popen]) -> None:
+    record = {"scratch": str(scratch), "pids": {name: proc.pid for name, proc in processes.items()}}
+    PIDS_FILE.write_text(json.dumps(record))
 
 
 def _stop_pid(pid: int, name: str, proc: subprocess.Popen | None = None) -> None:
@@ -273,10 +274,13 @@ def _stop_leftovers() -> None:
         recorded = json.loads(PIDS_FILE.read_text())
     except (OSError, json.JSONDecodeError):
         recorded = {}
-    for name, pid in recorded.items():
+    # reverse start order, as in SlurmCluster.stop
+    for name, pid in reversed(list(recorded.get("pids", {}).items())):
         if _pid_runs(int(pid), name):
             log(f"stopping {name} (pid {pid}) left by an earlier harness session")
             _stop_pid(int(pid), name)
+    if recorded.get("scratch"):
+        shutil.rmtree(recorded["scratch"], ignore_errors=True)
     PIDS_FILE.unlink(missing_ok=True)
 
 

@@ -31,6 +31,7 @@ import re
 import socket
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -167,7 +168,8 @@ def parse_hccn_conf(path: str | os.PathLike) -> dict[int, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not key:
-            problems.append(f"line {number}: malformed line {raw!r}; expected key=value such as address_0=192.168.100.101")
+            problems.append(f"line {number}: malformed line {raw!r}; "
+                            "expected key=value such as address_0=192.168.100.101")
             continue
         if not key.startswith("address_"):
             continue
@@ -193,7 +195,8 @@ def parse_hccn_conf(path: str | os.PathLike) -> dict[int, str]:
     return addresses
 
 
-def select_devices(addresses: Mapping[int, str], device_ids: Sequence[int] | None, source: str) -> list[tuple[int, str]]:
+def select_devices(addresses: Mapping[int, str], device_ids: Sequence[int] | None,
+                   source: str) -> list[tuple[int, str]]:
     """The requested devices (all, sorted by id, if ``device_ids`` is None) with their IPs."""
     if device_ids is None:
         return sorted(addresses.items())
@@ -209,7 +212,8 @@ def parse_hccn_tool_output(output: str, device_id: int) -> str:
     _, sep, value = first_line.partition(":")
     source = f"hccn_tool -i {device_id} -ip -g"
     if not sep:
-        raise RankTableError(source, f"device {device_id}: expected 'ipaddr:<ip>' on the first line, got {first_line!r}")
+        raise RankTableError(source, f"device {device_id}: expected 'ipaddr:<ip>' on the first line, "
+                                     f"got {first_line!r}")
     return _device_ip(value, f"device {device_id}", source)
 
 
@@ -300,7 +304,7 @@ def expand_nodelist(nodelist: str) -> list[str]:
         parts = re.split(r"(\[[^\]]*\])", item)
         choices = [_expand_brackets(p[1:-1], nodelist) if p.startswith("[") else [p] for p in parts if p]
         hosts.extend("".join(combo) for combo in itertools.product(*choices))
-    duplicates = sorted({h for h in hosts if hosts.count(h) > 1})
+    duplicates = sorted(host for host, count in Counter(hosts).items() if count > 1)
     if duplicates:
         raise RankTableError("node list", f"{nodelist!r} names node(s) {duplicates} more than once")
     return hosts
