@@ -4,8 +4,15 @@
 #   snakemake --workflow-profile profiles/slurm ...       # on a Slurm cluster (docs/cluster.md)
 # This file and rules/*.smk never import MindSpore: a dry run stays fast.
 import copy
+import sys
 
+import yaml
 from snakemake.utils import min_version, validate
+
+sys.path.insert(
+    0, workflow.basedir
+)  # the vig package, importable without installing (no MindSpore)
+from vig.config import coerce_to_schema
 
 min_version("9.0")
 
@@ -21,7 +28,14 @@ if workflow.overwrite_configfiles:
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 
-validate(config, "config/schema/config.schema.yaml")
+WORKFLOW_SCHEMA = "config/schema/config.schema.yaml"
+# `--config infer='{"batch_size": 8}'` delivers nested values as strings: read them as the schema asks
+config.update(
+    coerce_to_schema(
+        dict(config), yaml.safe_load(open(workflow.source_path(WORKFLOW_SCHEMA)))
+    )
+)
+validate(config, WORKFLOW_SCHEMA)
 
 
 report: "report/workflow.rst"

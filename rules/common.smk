@@ -4,14 +4,14 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, workflow.basedir)  # the vig package, importable without installing
-
 from vig.config import (
     ConfigError,
     NON_TRAINING_KEYS,
+    coerce_to_schema,
     load_model_config,
+    model_schema,
     training_hash,
-)  # noqa: E402
+)
 
 RUN = f"results/{config['run_name']}"
 SCRIPTS = Path(workflow.basedir) / "workflow_scripts"
@@ -34,10 +34,17 @@ def script(name):
     return shlex.quote(str(SCRIPTS / f"{name}.py"))
 
 
+def repo_relative(path):
+    """A config path as given, or relative to the workflow's folder (runs with --directory elsewhere)."""
+    if Path(path).is_absolute() or Path(path).exists():
+        return str(path)
+    return str(Path(workflow.basedir) / path)
+
+
+MODEL_CONFIG = repo_relative(config["model_config"])
+TRAIN_OVERRIDES = coerce_to_schema(config.get("train_overrides") or {}, model_schema())
 try:  # validate the model YAML + overrides now, before any job starts
-    MODEL_CFG = load_model_config(
-        config["model_config"], config.get("train_overrides") or {}
-    )
+    MODEL_CFG = load_model_config(MODEL_CONFIG, TRAIN_OVERRIDES)
 except ConfigError as exc:
     raise WorkflowError(
         f"config key 'model_config' / 'train_overrides': {exc}"
@@ -49,8 +56,8 @@ TRAIN_HASH = training_hash(MODEL_CFG)
 
 def model_args():
     """--vig_config plus one --set per train_overrides entry (JSON values are valid YAML)."""
-    args = ["--vig_config", config["model_config"]]
-    for key, value in (config.get("train_overrides") or {}).items():
+    args = ["--vig_config", MODEL_CONFIG]
+    for key, value in TRAIN_OVERRIDES.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     return " ".join(shlex.quote(a) for a in args)
 

@@ -90,6 +90,40 @@ def _check_cross_keys(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: key 'min_lr' = {cfg['min_lr']} is above base_lr = {cfg['base_lr']}")
 
 
+_NON_STRING_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
+                     "array": list, "object": dict}
+
+
+def coerce_to_schema(data, schema: dict):
+    """Read string values as YAML where the schema wants another type.
+
+    Snakemake's `--config section='{"key": 8}'` delivers nested values as strings; a value that is
+    a string but should be a number, boolean, null or list is parsed, the rest is left alone, so
+    the schema validation that follows still reports anything that is really wrong.
+    """
+    if isinstance(data, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_to_schema(v, props.get(k, {})) for k, v in data.items()}
+    wanted = schema.get("type")
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted or [])
+    if isinstance(data, str) and wanted and "string" not in wanted:
+        try:
+            parsed = yaml.safe_load(data)
+        except yaml.YAMLError:
+            return data
+        types = []
+        for name in wanted:
+            found = _NON_STRING_TYPES.get(name, ())
+            types.extend(found if isinstance(found, tuple) else (found,))
+        if isinstance(parsed, tuple(types)) and not (isinstance(parsed, bool) and "boolean" not in wanted):
+            return parsed
+    return data
+
+
+def model_schema() -> dict:
+    return _load_schema()
+
+
 def parse_override(item: str) -> tuple[str, object]:
     """'key=value' with a YAML value (`epochs=3`, `beta=[0.9,0.99]`, `auto_augment=null`)."""
     if "=" not in item:

@@ -1,0 +1,203 @@
+"""The Snakemake workflow end to end on a tiny config, in a scratch working directory.
+
+One uninterrupted run is shared by the tests that inspect its outputs; the kill/resume test runs the same
+config elsewhere, SIGKILLs it during training and checks that it resumes and ends identical.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "data" / "workflow" / "tiny.yaml"
+STEPS = ["verify_dataset", "rank_table", "train", "evaluate", "export", "preprocess_310", "infer",
+         "postprocess", "summary"]
+
+
+def snakemake_env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # rules call `python`
+    env.setdefault("GLOG_v", "3")
+    return env
+
+
+def snakemake(workdir, *args, configfile=TINY, check=True, timeout=900, **popen):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(configfile), *args]
+    if popen:
+        return subprocess.Popen(cmd, env=snakemake_env(), **popen)
+    proc = subprocess.run(cmd, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def checkpoint_arrays(path):
+    import mindspore as ms
+
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, "--cores", "2")
+    return workdir / "results" / "tiny"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast checks: no job runs
+# ------------------------------------------------------------------------------------------------
+def test_lint_and_format_are_clean():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, env=snakemake_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent)) or "snakefmt"
+    fmt = subprocess.run([snakefmt, "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_imagenet_dry_run_lists_every_step_with_the_seed_settings(tmp_path):
+    proc = snakemake(tmp_path, "-n", "-p", "--cores", "8", configfile=REPO / "config" / "imagenet_vig_s.yaml")
+    out = proc.stdout + proc.stderr
+    for step in STEPS:
+        assert f"rule {step}:" in out or f"localrule {step}:" in out, step
+    train_cmd = next(line for line in out.splitlines() if "workflow_scripts/train.py" in line)
+    assert "config/models/vig_s_patch16_224.yaml" in train_cmd
+    assert "--data_url /data/imagenet" in train_cmd
+    assert '"source": "hccn_conf"' in out and '"device_count": 8' in out
+    seed = yaml.safe_load((REPO / "config" / "models" / "vig_s_patch16_224.yaml").read_text())
+    assert (seed["epochs"], seed["batch_size"], seed["base_lr"], seed["device_target"]) == (300, 16, 0.002, "Ascend")
+
+
+@pytest.mark.parametrize("override,message", [
+    ('train_overrides={"epochz": 3}', "unknown key(s) epochz"),
+    ('train_overrides={"base_lr": 0}', "key 'base_lr' = 0"),
+    ("run_name=a/b", "run_name"),
+    ('infer={"batch_size": 0}', "batch_size"),
+])
+def test_config_error_stops_the_run_before_any_job(tmp_path, override, message):
+    proc = snakemake(tmp_path, "--cores", "1", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists(), "no job may run on a bad config"
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole workflow
+# ------------------------------------------------------------------------------------------------
+def test_every_step_produces_its_outputs(finished_run):
+    manifest = read_json(finished_run / "dataset" / "manifest.json")
+    assert sorted(manifest["classes"]) == [str(d) for d in range(10)] or manifest
+    table = read_json(finished_run / "cluster" / "rank_table.json")
+    assert table["version"] == "1.0" and table["server_count"] == "1"
+    metrics = [json.loads(line) for line in (finished_run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    evaluation = read_json(finished_run / "eval" / "metrics.json")
+    assert evaluation["num_images"] == len(read_json(finished_run / "infer" / "preprocess_Result" /
+                                                     "imagenet_label.json"))
+    assert np.asarray(evaluation["confusion_matrix"]).sum() == evaluation["num_images"]
+    assert (finished_run / "export" / "vig_ti_patch16_224.mindir").stat().st_size > 0
+    results = sorted((finished_run / "infer" / "result_Files").glob("*_0.bin"))
+    assert len(results) == evaluation["num_images"]
+    assert results[0].stat().st_size == 4 * 10  # 10 float32 logits, the seed's 310 format
+    accuracy = read_json(finished_run / "infer" / "accuracy.json")
+    summary = read_json(finished_run / "summary.json")
+    assert accuracy["top1"] == pytest.approx(evaluation["top1"], abs=0)
+    assert summary  # parity gate passed (the rule fails otherwise)
+    for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks"):
+        assert (finished_run / "report" / f"{picture}.png").stat().st_size > 1000
+    for step in STEPS:
+        assert (finished_run / "benchmarks" / f"{step}.tsv").exists()
+        assert (finished_run / "logs" / f"{step}.log").exists()
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    proc = snakemake(finished_run.parent.parent, "--cores", "2")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_inference_key_reruns_only_what_depends_on_it(finished_run):
+    proc = snakemake(finished_run.parent.parent, "-n", "--cores", "2", "--config", 'infer={"batch_size": 8}')
+    jobs = planned_jobs(proc.stdout)
+    assert {"infer", "postprocess", "summary"} <= jobs
+    assert not jobs & {"train", "evaluate", "export", "preprocess_310", "verify_dataset", "rank_table"}
+
+
+def test_training_key_reruns_training_and_everything_after(finished_run):
+    proc = snakemake(finished_run.parent.parent, "-n", "--cores", "2", "--config",
+                     'train_overrides={"base_lr": 0.002}')
+    jobs = planned_jobs(proc.stdout)
+    assert {"train", "evaluate", "export", "infer", "postprocess", "summary"} <= jobs
+    assert not jobs & {"verify_dataset", "rank_table", "preprocess_310", "prepare_demo_dataset"}
+
+
+def planned_jobs(stdout):
+    jobs = set()
+    in_table = False
+    for line in stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if not parts[0].startswith("-"):
+                jobs.add(parts[0])
+    return jobs
+
+
+def test_report_is_self_contained(finished_run):
+    report = finished_run.parent.parent / "report.html"
+    snakemake(finished_run.parent.parent, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 50_000 and "training_curves.png" in html
+
+
+# ------------------------------------------------------------------------------------------------
+# Kill and resume
+# ------------------------------------------------------------------------------------------------
+def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path, finished_run):
+    proc = snakemake(tmp_path, "--cores", "2", popen=True, start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_root = tmp_path / "results" / "tiny" / "train_state"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and not list(state_root.glob("*/*epoch*1*")):
+            assert proc.poll() is None, "workflow ended before training wrote its first epoch state"
+            time.sleep(0.5)
+        assert list(state_root.glob("*/*epoch*1*")), "no epoch state appeared"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # like a node failure: snakemake and the trainer die at once
+        proc.wait()
+    assert not (tmp_path / "results" / "tiny" / "train" / "metrics.jsonl").exists()
+    snakemake(tmp_path, "--unlock")
+    snakemake(tmp_path, "--cores", "2", "--rerun-incomplete")
+    log = (tmp_path / "results" / "tiny" / "logs" / "train.log").read_text()
+    assert "resum" in log.lower(), "training must resume from its last epoch state, not start over"
+    resumed = [json.loads(x) for x in (tmp_path / "results/tiny/train/metrics.jsonl").read_text().splitlines()]
+    straight = [json.loads(x) for x in (finished_run / "train" / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(resumed, straight):
+        assert (a["epoch"], a["train_loss"], a["val_top1"]) == (b["epoch"], b["train_loss"], b["val_top1"])
+    assert len(resumed) == len(straight)
+    final_resumed = checkpoint_arrays(tmp_path / "results/tiny/train/vig_ti_patch16_224.ckpt")
+    final_straight = checkpoint_arrays(finished_run / "train" / "vig_ti_patch16_224.ckpt")
+    assert final_resumed.keys() == final_straight.keys()
+    for name, value in final_straight.items():
+        np.testing.assert_array_equal(final_resumed[name], value, err_msg=name)
+    assert read_json(tmp_path / "results/tiny/summary.json") == read_json(finished_run / "summary.json")
