@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Run an exported MINDIR over .bin inputs as the seed's 310 app does; write logits and latency.
+
+    python workflow_scripts/infer.py --mindir export/vig_s_patch16_224.mindir \\
+        --input_dir preprocess_Result/images --output_dir result_Files --latency latency.json --batch_size 16
+
+Each INPUT_DIR/<stem>.bin (float32 1x3xSxS) gives OUTPUT_DIR/<stem>_0.bin (raw float32 logits).
+LATENCY gets per-image mean/p50/p90 ms (forward incl. host copies, batch time / batch size, after one
+untimed warm-up per batch shape), image count, batch size and throughput. Device: CPU unless
+--device_target says otherwise.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
+
+from vig.deploy.cli import run, set_device  # noqa: E402
+from vig.deploy.fileio import write_json  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mindir", required=True, metavar="PATH", help="exported model (dynamic or matching batch)")
+    parser.add_argument("--input_dir", required=True, metavar="BINDIR", help="folder of <stem>.bin inputs")
+    parser.add_argument("--output_dir", required=True, metavar="DIR",
+                        help="result folder to create (result_Files; built beside it, then moved in)")
+    parser.add_argument("--latency", required=True, metavar="JSON", help="latency statistics file to write")
+    parser.add_argument("--batch_size", type=int, default=1, help="images per forward call (default 1)")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="side S of the inputs (default: derived from the first file's size)")
+    parser.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
+                        help="MindSpore device (default CPU)")
+    parser.add_argument("--progress_every", type=int, default=1000, help="progress line every N images")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or (args.image_size is not None and args.image_size < 1):
+        parser.error("--batch_size and --image_size must be >= 1")
+
+    def infer():
+        from vig.deploy.infer import run_inference
+
+        set_device({"device_target": args.device_target})
+        stats = run_inference(args.mindir, args.input_dir, args.output_dir, args.batch_size, args.image_size,
+                              args.progress_every)
+        write_json(args.latency, stats)
+        print(f"[infer] {stats['images']} images: mean {stats['mean_ms']:.2f} ms, p50 {stats['p50_ms']:.2f} ms, "
+              f"p90 {stats['p90_ms']:.2f} ms per image; {stats['throughput_images_per_s']:.1f} images/s "
+              f"-> {args.latency}")
+
+    run(infer, "infer")
+
+
+if __name__ == "__main__":
+    main()

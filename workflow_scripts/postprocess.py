@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Top-1/top-5 accuracy of the 310 result files, printed in the seed's form and written as JSON.
+
+    python workflow_scripts/postprocess.py --result_dir result_Files \\
+        --labels preprocess_Result/imagenet_label.json --output accuracy.json
+
+Results (<stem>_0.bin, float32 logits) and labels ({"<file name>": class index}) are matched by file
+stem; a result without a label or a label without a result is an error that lists them.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
+
+from vig.deploy.cli import run  # noqa: E402
+from vig.deploy.fileio import write_json  # noqa: E402
+from vig.deploy.postprocess import accuracy, print_seed_form  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--result_dir", default="./result_Files", help="folder of <stem>_0.bin logits")
+    parser.add_argument("--labels", default="./preprocess_Result/imagenet_label.json",
+                        help="label file {\"<file name>\": class index}")
+    parser.add_argument("--output", required=True, metavar="JSON",
+                        help="accuracy file: top1, top5, num_images, correct_top1, correct_top5")
+    args = parser.parse_args(argv)
+
+    def postprocess():
+        result = accuracy(args.result_dir, args.labels)
+        print_seed_form(result)
+        write_json(args.output, result)
+
+    run(postprocess, "postprocess")
+
+
+if __name__ == "__main__":
+    main()
