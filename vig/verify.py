@@ -2,8 +2,9 @@
 
 Two phases, each listing every offender it finds:
 1. layout (seconds even at ImageNet scale): every split exists, holds only class folders, no class is
-   empty, train and val have the same classes, and no two val files share a name stem (the 310 chain
-   keys its results by `<stem>_0.bin`);
+   empty, train and val have the same classes, no two val files share a name stem (the 310 chain
+   keys its results by `<stem>_0.bin`), and nothing would be skipped silently by the data readers
+   (hidden entries, extensions outside vig.data.folder.IMAGE_EXTENSIONS);
 2. files, in parallel: not zero-byte, an image format the readers decode, and intact.
 
 Checking a file is cheap by default: `stat`, parse the header (format, size), and for JPEG/PNG look for
@@ -73,6 +74,7 @@ def scan_layout(root: Path, splits: tuple[str, ...]) -> tuple[dict, list[str]]:
         problems += [f"{split_dir / name}: file outside a class folder (expected {split}/<class>/{name})"
                      for name in stray]
         problems += _reader_problems(split_dir, classes, "folder", IMAGE_EXTENSIONS)
+        classes = [c for c in classes if not c.startswith(".")]  # reported once, not again as a class
         if not classes:
             problems.append(f"{split_dir}: no class folders")
         tree[split] = {}

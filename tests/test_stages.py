@@ -1,0 +1,325 @@
+"""Workflow stages without a model: dataset check, demo data, postprocess, summary gate, report plots."""
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vig.demo_data import CLASS_NAMES, build_demo_dataset, stratified_split
+from vig.deploy.postprocess import accuracy, print_seed_form
+from vig.report import plot
+from vig.summary import ParityError, build_summary
+from vig.verify import DatasetError, verify_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "workflow_scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_jpeg(path, size=(20, 16), seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def make_dataset(root, layout):
+    """layout: {split: {class: n images}}; file names are unique across the whole tree."""
+    count = 0
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for _ in range(n):
+                write_jpeg(root / split / cls / f"img_{count:03d}.JPEG", size=(20 + count % 3, 16), seed=count)
+                count += 1
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_dataset(tmp_path / "data", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 2, "dog": 1}})
+
+
+def check(root, **kw):
+    return verify_dataset(root, workers=1, log=lambda _: None, **kw)
+
+
+def problems_of(root, **kw):
+    with pytest.raises(DatasetError) as info:
+        check(root, **kw)
+    return info.value.problems
+
+
+# ---------------------------------------------------------------------------------------------
+# verify_dataset
+# ---------------------------------------------------------------------------------------------
+def test_verify_clean_dataset_manifest(dataset):
+    manifest = check(dataset, full_decode=True)
+    assert manifest["class_to_idx"] == {"cat": 0, "dog": 1}
+    assert manifest["counts"]["train"] == {"total": 5, "per_class": {"cat": 3, "dog": 2}}
+    assert manifest["counts"]["val"] == {"total": 3, "per_class": {"cat": 2, "dog": 1}}
+    assert manifest["image_size"]["train"]["width"] == {"min": 20, "max": 22, "mean": 20.8}
+    assert manifest["image_size"]["val"]["height"] == {"min": 16, "max": 16, "mean": 16.0}
+    lines = sorted(f"{p.relative_to(dataset).as_posix()}\t{p.stat().st_size}\n"
+                   for p in dataset.rglob("*.JPEG"))
+    assert manifest["digest"]["sha256"] == hashlib.sha256("".join(lines).encode()).hexdigest()
+    assert manifest["formats"] == {"JPEG": 8}
+    # the header check and the parallel path agree with the full decode
+    fast = verify_dataset(dataset, workers=2, log=lambda _: None)
+    assert {k: fast[k] for k in ("counts", "digest", "image_size")} == \
+        {k: manifest[k] for k in ("counts", "digest", "image_size")}
+
+
+def test_verify_digest_tracks_file_sizes(dataset):
+    before = check(dataset)["digest"]["sha256"]
+    write_jpeg(dataset / "val" / "dog" / "img_007.JPEG", size=(40, 40), seed=99)
+    assert check(dataset)["digest"]["sha256"] != before
+
+
+def test_verify_missing_split(dataset):
+    os.rename(dataset / "val", dataset / "validation")
+    problems = problems_of(dataset)
+    assert len(problems) == 1 and "missing split" in problems[0] and problems[0].startswith(str(dataset / "val"))
+
+
+def test_verify_empty_class(dataset):
+    for f in (dataset / "val" / "dog").iterdir():
+        f.unlink()
+    assert problems_of(dataset) == [f"{dataset / 'val' / 'dog'}: empty class (no image files)"]
+
+
+def test_verify_class_sets_differ_names_both_sides(dataset):
+    make_dataset(dataset, {"train": {"emu": 1}, "val": {"fox": 1, "gnu": 1}})
+    problems = problems_of(dataset)
+    assert f"{dataset / 'val'}: missing class(es) present in train: emu" in problems
+    assert f"{dataset / 'train'}: missing class(es) present in val: fox, gnu" in problems
+
+
+@pytest.mark.parametrize("full_decode", [False, True])
+def test_verify_truncated_jpeg(dataset, full_decode):
+    victim = dataset / "train" / "cat" / "img_001.JPEG"
+    write_jpeg(victim, size=(64, 64), seed=5)
+    data = victim.read_bytes()
+    victim.write_bytes(data[:len(data) // 2])
+    problems = problems_of(dataset, full_decode=full_decode)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{victim}: undecodable or truncated image")
+
+
+def test_verify_zero_byte_and_non_image_files_all_listed(dataset):
+    (dataset / "train" / "dog" / "empty.JPEG").write_bytes(b"")
+    (dataset / "val" / "cat" / "notes.JPEG").write_text("not a picture\n")
+    problems = problems_of(dataset)
+    assert problems == sorted([f"{dataset / 'train' / 'dog' / 'empty.JPEG'}: zero-byte file",
+                               f"{dataset / 'val' / 'cat' / 'notes.JPEG'}: not an image (no known image header)"])
+
+
+def test_verify_files_the_readers_would_skip(dataset):
+    (dataset / "train" / "cat" / "labels.txt").write_text("cat\n")
+    (dataset / "val" / "stray.JPEG").write_bytes((dataset / "val" / "cat" / "img_005.JPEG").read_bytes())
+    (dataset / "train" / ".ipynb_checkpoints").mkdir()
+    problems = problems_of(dataset)
+    assert len(problems) == 3
+    assert any(p.startswith(str(dataset / "train" / "cat" / "labels.txt")) and "extension" in p for p in problems)
+    assert any(p.startswith(str(dataset / "val" / "stray.JPEG")) and "outside a class folder" in p
+               for p in problems)
+    assert any(p.startswith(str(dataset / "train" / ".ipynb_checkpoints")) and "hidden" in p for p in problems)
+
+
+def test_verify_duplicate_val_names(dataset):
+    source = dataset / "val" / "cat" / "img_005.JPEG"
+    (dataset / "val" / "dog" / "img_005.JPEG").write_bytes(source.read_bytes())
+    (dataset / "val" / "dog" / "img_006.png").write_bytes(source.read_bytes())  # same stem as img_006.JPEG
+    problems = problems_of(dataset)
+    assert len(problems) == 2
+    assert "'img_005' occurs 2 times (cat/img_005.JPEG, dog/img_005.JPEG)" in problems[0]
+    assert "'img_006' occurs 2 times" in problems[1]
+
+
+def test_verify_cli_writes_nothing_on_failure(dataset, tmp_path, capsys):
+    cli = load_script("verify_dataset")
+    output = tmp_path / "out" / "manifest.json"
+    (dataset / "val" / "dog" / "img_007.JPEG").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--data_url", str(dataset), "--output", str(output), "--workers", "1"])
+    assert info.value.code == 1 and not output.exists()
+    assert "zero-byte file" in capsys.readouterr().err
+    (dataset / "val" / "dog" / "img_007.JPEG").unlink()
+    write_jpeg(dataset / "val" / "dog" / "img_007.JPEG")
+    cli.main(["--data_url", str(dataset), "--output", str(output), "--workers", "1", "--full_decode"])
+    assert json.loads(output.read_text())["counts"]["val"]["total"] == 3
+    assert sorted(os.listdir(output.parent)) == ["manifest.json"]  # no temp file left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# demo dataset
+# ---------------------------------------------------------------------------------------------
+def test_stratified_split_is_stratified_and_deterministic():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 41])
+    train, val = stratified_split(labels, 0.2, seed=3)
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(labels.size))
+    assert np.bincount(labels[val]).tolist() == [2, 4, 6, 8]
+    again = stratified_split(labels, 0.2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), again))
+    assert not np.array_equal(val, stratified_split(labels, 0.2, seed=4)[1])
+    with pytest.raises(ValueError, match="val_fraction"):
+        stratified_split(labels, 1.0, seed=0)
+
+
+def test_demo_dataset_counts_classes_and_determinism(tmp_path):
+    from sklearn.datasets import load_digits
+
+    targets = load_digits().target
+    summary = build_demo_dataset(tmp_path / "a", image_size=16, seed=0, log=lambda _: None)
+    root = tmp_path / "a"
+    assert sorted(os.listdir(root / "train")) == list(CLASS_NAMES) == [str(d) for d in range(10)]
+    files = {split: sorted(p.relative_to(root / split).as_posix() for p in (root / split).rglob("*.JPEG"))
+             for split in ("train", "val")}
+    assert len(files["train"]) + len(files["val"]) == 1797
+    for split in ("train", "val"):
+        for rel in files[split]:  # the folder is the digit the image shows (class index = digit)
+            folder, name = rel.split("/")
+            assert targets[int(name[len("digit_"):-len(".JPEG")])] == int(folder)
+    per_class = np.bincount(targets)
+    assert [summary["counts"]["val"][c] for c in CLASS_NAMES] == [int(round(n * 0.2)) for n in per_class]
+    with Image.open(root / "val" / files["val"][0]) as img:
+        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (16, 16))
+    build_demo_dataset(tmp_path / "b", image_size=16, seed=0, log=lambda _: None)
+    digest = lambda r: hashlib.sha256(b"".join(  # noqa: E731
+        p.relative_to(r).as_posix().encode() + p.read_bytes() for p in sorted(r.rglob("*.JPEG")))).hexdigest()
+    assert digest(root) == digest(tmp_path / "b")
+    manifest = check(root, full_decode=True)
+    assert manifest["counts"]["val"]["total"] == len(files["val"])
+
+
+# ---------------------------------------------------------------------------------------------
+# postprocess
+# ---------------------------------------------------------------------------------------------
+def write_results(folder, logits_by_stem):
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, logits in logits_by_stem.items():
+        np.asarray(logits, dtype=np.float32).tofile(folder / f"{stem}_0.bin")
+
+
+def test_postprocess_known_top1_top5(tmp_path, capsys):
+    # 7 classes; true class ranks: a 1st, b 2nd, c 5th, d 6th -> top-1 1/4, top-5 3/4
+    base = np.array([7, 6, 5, 4, 3, 2, 1], dtype=np.float32)
+    results = {"a": base, "b": np.roll(base, 1), "c": np.roll(base, 4), "d": np.roll(base, 5)}
+    write_results(tmp_path / "result_Files", results)
+    labels = {"a.JPEG": 0, "b.JPEG": 0, "c.JPEG": 0, "d.JPEG": 0}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    acc = accuracy(tmp_path / "result_Files", tmp_path / "labels.json")
+    assert acc == {"top1": 0.25, "top5": 0.75, "num_images": 4, "correct_top1": 1, "correct_top5": 3,
+                   "num_classes": 7}
+    print_seed_form(acc)
+    assert capsys.readouterr().out == "Top1 acc:  0.25\nTop5 acc:  0.75\n"
+
+
+def test_postprocess_cli_and_unmatched_files(tmp_path, capsys):
+    write_results(tmp_path / "r", {"x": [0.0, 1.0], "y": [1.0, 0.0], "extra": [1.0, 0.0]})
+    (tmp_path / "labels.json").write_text(json.dumps({"x.JPEG": 1, "y.JPEG": 1, "lost.JPEG": 0}))
+    cli = load_script("postprocess")
+    args = ["--result_dir", str(tmp_path / "r"), "--labels", str(tmp_path / "labels.json"),
+            "--output", str(tmp_path / "acc.json")]
+    with pytest.raises(SystemExit):
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert "result without a label: extra_0.bin" in err and "label without a result: lost" in err
+    assert not (tmp_path / "acc.json").exists()
+    (tmp_path / "r" / "extra_0.bin").unlink()
+    (tmp_path / "labels.json").write_text(json.dumps({"x.JPEG": 1, "y.JPEG": 1}))
+    cli.main(args)
+    assert "Top1 acc:  0.5\nTop5 acc:  1.0\n" in capsys.readouterr().out
+    assert json.loads((tmp_path / "acc.json").read_text())["correct_top1"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# summary (parity gate) and report pictures
+# ---------------------------------------------------------------------------------------------
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def run_files(tmp_path):
+    names = [str(d) for d in range(3)]
+    files = {
+        "eval": write_json(tmp_path / "eval" / "metrics.json", {
+            "top1": 0.75, "top5": 1.0, "loss": 0.6, "num_images": 8, "class_names": names,
+            "per_class_accuracy": [1.0, 0.5, 0.75], "confusion_matrix": [[3, 0, 0], [1, 1, 0], [0, 1, 2]]}),
+        "infer": write_json(tmp_path / "infer" / "accuracy.json", {
+            "top1": 0.75, "top5": 1.0, "num_images": 8, "correct_top1": 6, "correct_top5": 8}),
+        "latency": write_json(tmp_path / "infer" / "latency.json", {
+            "mean_ms": 2.0, "p50_ms": 1.9, "p90_ms": 2.5, "images": 8, "batch_size": 4,
+            "throughput_images_per_s": 500.0}),
+        "metrics": tmp_path / "metrics.jsonl",
+    }
+    files["metrics"].write_text("".join(json.dumps({"epoch": e, "train_loss": 2.0 / e, "lr": 1e-3 / e,
+                                                    "val_top1": 0.2 * e, "val_top5": 0.3 * e, "val_loss": 1.5 / e})
+                                        + "\n" for e in (1, 2, 3)))
+    return files
+
+
+def summary_args(files, output):
+    return ["--eval", str(files["eval"]), "--infer", str(files["infer"]), "--latency", str(files["latency"]),
+            "--train_metrics", str(files["metrics"]), "--output", str(output)]
+
+
+def test_summary_parity_gate_passes(run_files, tmp_path, capsys):
+    load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    out = capsys.readouterr().out
+    assert "eval (in framework)" in out and "deployed (MINDIR)" in out and "parity gate: passed" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["parity"] == "passed"
+    assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 6]
+    assert summary["training"] == {"epochs": 3, "final": json.loads(run_files["metrics"].read_text().splitlines()[-1])}
+
+
+def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsys):
+    write_json(run_files["infer"], {"top1": 0.625, "top5": 1.0, "num_images": 8, "correct_top1": 5,
+                                    "correct_top5": 8})
+    with pytest.raises(SystemExit) as info:
+        load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    assert info.value.code == 1 and not (tmp_path / "summary.json").exists()
+    err = capsys.readouterr().err
+    assert "parity gate FAILED" in err and "correct_top1: eval 6 vs deployed 5" in err
+    write_json(run_files["infer"], {"top1": 0.75, "top5": 1.0, "num_images": 9, "correct_top1": 6,
+                                    "correct_top5": 8})
+    with pytest.raises(ParityError, match="num_images: eval 8 vs deployed 9"):
+        build_summary(run_files["eval"], run_files["infer"], run_files["latency"])
+
+
+@pytest.mark.parametrize("kind", ["curves", "confusion", "accuracy", "benchmarks"])
+def test_report_pictures(run_files, tmp_path, kind):
+    if kind == "accuracy":
+        load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    benches = []
+    for step, seconds in (("train", "12.5"), ("export", "3.1")):
+        benches.append(tmp_path / "benchmarks" / f"{step}.tsv")
+        benches[-1].parent.mkdir(exist_ok=True)
+        benches[-1].write_text("s\th:m:s\tmax_rss\tmax_vms\n" f"{seconds}\t0:00:12\t812.5\t2000.0\n")
+    inputs = {"curves": [run_files["metrics"]], "confusion": [run_files["eval"]],
+              "accuracy": [tmp_path / "summary.json"], "benchmarks": benches}[kind]
+    output = tmp_path / "report" / f"{kind}.png"
+    load_script("report_plots").main(["--kind", kind, "--inputs", *map(str, inputs), "--output", str(output)])
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 5000
+    assert sorted(os.listdir(output.parent)) == [f"{kind}.png"]
+
+
+def test_report_rejects_bad_inputs(run_files, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        plot("curves", [tmp_path / "nope.jsonl"], tmp_path / "x.png")
+    write_json(run_files["eval"], {"confusion_matrix": [[1, 2]], "class_names": ["a", "b"]})
+    with pytest.raises(ValueError, match="confusion_matrix is \\(1, 2\\), expected \\(2, 2\\)"):
+        plot("confusion", [run_files["eval"]], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
