@@ -57,41 +57,49 @@ rule all:
         "results/train.txt",
 
 
-rule prepare:
+# like the workflow's rank_table rule, resources from the profile's set-resources
+rule rank_table:
     output:
-        "results/data.txt",
+        "results/cluster/rank_table.json",
     shell:
-        "hostname > {output}"
+        "python {RANK_TABLE_CLI} --from-slurm --device-count 2 --output {output}"
 
 
 rule train:
     input:
-        "results/data.txt",
+        "results/cluster/rank_table.json",
     output:
         "results/train.txt",
+    resources:
+        tasks=2,
+        mpi="srun",
     shell:
         "{resources.mpi} -n {resources.tasks} bash -c 'echo rank=$SLURM_PROCID of $SLURM_NTASKS' > {output}"
 """
 
 
 def test_snakemake_slurm_executor_with_the_project_profile(cluster, tmp_path):
-    (tmp_path / "Snakefile").write_text(textwrap.dedent(TOY_SNAKEFILE))
-    # the project's profile as is; only the first status check comes sooner than on a real cluster
-    argv = [str(VENV_BIN / "snakemake"), "--workflow-profile", str(PROFILE),
-            "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", "--verbose"]
+    snakefile = TOY_SNAKEFILE.replace("{RANK_TABLE_CLI}", str(ROOT / "workflow_scripts" / "rank_table.py"))
+    (tmp_path / "Snakefile").write_text(snakefile)
+    # the project's profile exactly as shipped
+    argv = [str(VENV_BIN / "snakemake"), "--workflow-profile", str(PROFILE), "--verbose"]
     done = subprocess.run(argv, cwd=tmp_path, env=job_env(ROOT), capture_output=True, text=True, timeout=150)
     report = f"snakemake exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     assert done.returncode == 0, report + cluster.log_tails()
-    assert (tmp_path / "results" / "data.txt").read_text().strip() == cluster.host
+    # the rank table was built inside a Slurm job from its real node list
+    table = load_rank_table(tmp_path / "results" / "cluster" / "rank_table.json")
+    assert [s["server_id"] for s in table["server_list"]] == [socket.gethostbyname(cluster.host)]
+    assert world_size(table) == 2
     ranks = sorted((tmp_path / "results" / "train.txt").read_text().split("\n"))
     assert [r for r in ranks if r] == ["rank=0 of 2", "rank=1 of 2"], report
-    # the profile's train block reached sbatch as a 2-task job; prepare got the default resources
+    # what reached sbatch: the profile's set-resources for rank_table, the rule's own 2 tasks for
+    # train, the profile's default-resources for the rest
     sbatch_lines = [line for line in done.stderr.splitlines() if "sbatch call:" in line]
     assert len(sbatch_lines) == 2, report
+    table_call = next(line for line in sbatch_lines if "rule_rank_table" in line)
+    assert "-t 5 --mem 500 --ntasks=1 --cpus-per-task=1" in table_call, table_call
     train_call = next(line for line in sbatch_lines if "rule_train" in line)
-    assert "--ntasks=2" in train_call and "--cpus-per-task=1" in train_call and "-t 120" in train_call
-    prepare_call = next(line for line in sbatch_lines if "rule_prepare" in line)
-    assert "--ntasks=1" in prepare_call and "--mem 4000" in prepare_call and "-t 60" in prepare_call
+    assert "-t 60 --mem 4000 --ntasks=2" in train_call, train_call
 
 
 def test_skip_reasons_are_only_not_root_or_no_way_to_install(monkeypatch):

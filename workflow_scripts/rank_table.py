@@ -145,8 +145,9 @@ def main(argv=None) -> int:
         return 2
     for server in table["server_list"]:
         ranks = [device["rank_id"] for device in server["device"]]
-        print(f"rank_table: server {server['server_id']}: {len(ranks)} devices, ranks {ranks[0]}..{ranks[-1]}")
-    print(f"rank_table: wrote {path} ({table['server_count']} servers, world size {world_size(table)})")
+        print(f"rank_table: server {server['server_id']}: device(s) "
+              f"{','.join(d['device_id'] for d in server['device'])}, ranks {ranks[0]}..{ranks[-1]}")
+    print(f"rank_table: wrote {path} (server count {table['server_count']}, world size {world_size(table)})")
     return 0
 
 
