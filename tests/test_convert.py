@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import mindspore as ms
@@ -160,8 +161,20 @@ def test_hostile_pickles_are_refused_by_name_and_the_cli_writes_nothing(tmp_path
 def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
     base = np.arange(12, dtype=np.float32)
     path = save_torch_file(tmp_path / "overrun.pth", {"w": TensorView(base, 10, (5,), (1,))})
-    with pytest.raises(UnsafeCheckpointError, match=r"overruns its storage of 12 elements"):
+    with pytest.raises(UnsafeCheckpointError, match=r"overrun.pth: tensor of size \(5,\) .* overruns its storage"):
         load_torch_checkpoint(path, use_torch=False)
+
+
+def test_corrupt_files_are_named_in_the_error(tmp_path):
+    garbage = save_torch_file(tmp_path / "garbage.pth", {}, pickle_bytes=b"\x80\x02not a pickle")
+    with pytest.raises(pickle.UnpicklingError, match=r"garbage.pth: "):
+        load_torch_checkpoint(garbage, use_torch=False)
+
+    valid = save_torch_file(tmp_path / "valid.pth", {"w": np.ones(3, np.float32)})
+    with zipfile.ZipFile(valid) as src, zipfile.ZipFile(tmp_path / "nodata.pth", "w") as dst:
+        dst.writestr("archive/data.pkl", src.read("archive/data.pkl"))  # storages left out
+    with pytest.raises(UnsafeCheckpointError, match=r"nodata.pth: storage record 'archive/data/0' is missing"):
+        load_torch_checkpoint(tmp_path / "nodata.pth", use_torch=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,6 +220,34 @@ def test_full_ti_checkpoint_lands_on_every_parameter_and_runs(tmp_path, arch, py
     model.set_train(False)
     logits = model(ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)))
     assert logits.shape == (1, 1000) and np.isfinite(logits.asnumpy()).all()
+
+
+# Logits of the ORIGINAL PyTorch code (vig_pytorch at huawei-noah/Efficient-AI-Backbones f90e129, torch 2.14,
+# eval mode) for DeepGCN(n_filters=32, n_blocks=4, n_classes=10) and pyramid DeepGCN(channels=[16, 24, 32, 48],
+# blocks=[1, 1, 1, 1], n_classes=10), loaded strictly with random_state_dict(original_vig_shapes(...), seed=11),
+# on np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)). The same run asserted that the original's
+# state_dict() has exactly the keys, order and shapes of original_vig_shapes.
+ORIGINAL_LOGITS = {
+    "vig_ti_224_gelu": (dict(channels=(32,), blocks=(4,)), [
+        1.7773708, 0.7492782, -2.2967088, 1.8120002, -1.0304525, -3.4350545, -1.7144226, -0.05659039, 0.43684727,
+        -1.3880318]),
+    "pvig_ti_224_gelu": (dict(channels=(16, 24, 32, 48), blocks=(1, 1, 1, 1)), [
+        1.5790426, -3.835615, -0.01315004, -0.8253507, 2.8468912, -3.1318245, -1.8025163, 0.13651541, 0.04701466,
+        -2.5379128]),
+}
+
+
+@pytest.mark.parametrize("arch", list(ORIGINAL_LOGITS))
+def test_converted_weights_reproduce_the_original_logits(tmp_path, arch, pynative):
+    overrides, expected = ORIGINAL_LOGITS[arch]
+    shapes = original_vig_shapes(num_classes=10, pyramid=arch.startswith("pvig"), **overrides)
+    pth = save_torch_file(tmp_path / "w.pth", random_state_dict(shapes, seed=11))
+    summary = convert_checkpoint(pth, tmp_path / "w.ckpt", arch, use_torch=False, log=lambda _: None, **overrides)
+    model = create_model(arch, num_classes=10, **overrides)
+    ms.load_param_into_net(model, ms.load_checkpoint(summary["output"]), strict_load=True)
+    model.set_train(False)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_allclose(model(ms.Tensor(x)).asnumpy()[0], expected, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("conv", ["mr", "edge", "sage", "gin"])

@@ -100,10 +100,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     """numpy twin of torch._utils._rebuild_tensor(_v2): a bounds-checked strided copy of a storage."""
     if not isinstance(storage, _Storage):
         raise UnsafeCheckpointError(f"tensor built from {type(storage).__name__}, expected a storage")
-    dims = (storage_offset, *size, *stride)
-    if not all(isinstance(v, int) and v >= 0 for v in dims) or len(size) != len(stride):
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(isinstance(v, int) and v >= 0 for v in (storage_offset, *size, *stride))):
         raise UnsafeCheckpointError(f"bad tensor layout: offset {storage_offset}, size {size}, stride {stride}")
-    size, stride = tuple(size), tuple(stride)
     if 0 in size:
         array = np.empty(size, storage.data.dtype)
     else:
@@ -134,10 +133,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     }
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, source: str, big_endian: bool):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, big_endian: bool):
         super().__init__(file)
-        self._archive, self._prefix, self._source = archive, prefix, source
-        self._big_endian = big_endian
+        self._archive, self._prefix, self._big_endian = archive, prefix, big_endian
         self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module, name):
@@ -146,7 +144,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_TYPES:
             return _STORAGE_TYPES[name]
         raise UnsafeCheckpointError(
-            f"{self._source}: refusing to load global '{module}.{name}' from the pickle; only tensors, "
+            f"refusing to load global '{module}.{name}' from the pickle; only tensors, "
             "dicts and OrderedDicts are allowed (weights_only). If this is a full training checkpoint "
             "(optimizer, argparse args), save just its weights with torch from a trusted copy: "
             "torch.save(ckpt['state_dict'], 'weights.pth')")
@@ -154,18 +152,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
-            raise UnsafeCheckpointError(f"{self._source}: unsupported persistent id {pid!r}")
+            raise UnsafeCheckpointError(f"unsupported persistent id {pid!r}")
         kind, key = pid[1], pid[2]
         if key not in self._storages:
             record = f"{self._prefix}data/{key}"
             try:
                 raw = self._archive.read(record)
             except KeyError:
-                raise UnsafeCheckpointError(f"{self._source}: storage record {record!r} is missing") from None
+                raise UnsafeCheckpointError(f"storage record {record!r} is missing") from None
             dtype = kind.dtype.newbyteorder(">") if self._big_endian else kind.dtype
             if len(raw) % dtype.itemsize:
                 raise UnsafeCheckpointError(
-                    f"{self._source}: storage {record!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+                    f"storage {record!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
             self._storages[key] = _Storage(np.frombuffer(raw, dtype).astype(kind.dtype, copy=False), kind)
         return self._storages[key]
 
@@ -186,9 +184,11 @@ def _read_torch_zip(path: Path):
             byteorder = f"{prefix}byteorder"
             big_endian = byteorder in archive.namelist() and archive.read(byteorder).strip() == b"big"
             with archive.open(pickles[0]) as fh:
-                return _RestrictedUnpickler(fh, archive, prefix, str(path), big_endian).load()
-    except (zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: corrupt or truncated checkpoint ({err})") from None
+                return _RestrictedUnpickler(fh, archive, prefix, big_endian).load()
+    except pickle.UnpicklingError as err:  # ours (unsafe) or pickle's (corrupt): name the file
+        raise type(err)(f"{path}: {err}") from None
+    except (zipfile.BadZipFile, EOFError, TypeError, AttributeError, IndexError) as err:
+        raise ValueError(f"{path}: corrupt or malformed checkpoint ({type(err).__name__}: {err})") from None
 
 
 def _torch_to_numpy(obj):
@@ -201,6 +201,8 @@ def _torch_to_numpy(obj):
         return tensor.numpy()
     if isinstance(obj, dict):
         return type(obj)((k, _torch_to_numpy(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_torch_to_numpy(v) for v in obj)
     return obj
 
 
