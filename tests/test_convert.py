@@ -105,7 +105,7 @@ def test_extract_state_dict_unwraps_and_names_what_it_cannot_use():
         extract_state_dict({"epoch": 1, "optimizer": {}}, "x.pth")
     with pytest.raises(ValueError, match=r"no entry 'ema'; top-level keys: model"):
         extract_state_dict({"model": {"a": w}}, key="ema")
-    with pytest.raises(ValueError, match=r"not tensors: step"):
+    with pytest.raises(ValueError, match=r"not tensors: 'step'"):
         extract_state_dict({"state_dict": {"a": w, "step": 3}})
     with pytest.raises(ValueError, match=r"both 'a' and 'module.a'"):
         extract_state_dict({"a": w, "module.a": w})
@@ -313,6 +313,8 @@ def test_bad_arguments_fail_before_reading(tmp_path):
         convert_checkpoint(missing, tmp_path / "o.ckpt", "vig_xl")
     with pytest.raises(ValueError, match=r"o.mindir must end in .ckpt"):
         convert_checkpoint(missing, tmp_path / "o.mindir", "vig_ti_224_gelu")
+    with pytest.raises(ValueError, match=r"num_classes=0: expected a positive number"):
+        convert_checkpoint(missing, tmp_path / "o.ckpt", "vig_ti_224_gelu", num_classes=0)
     with pytest.raises(FileNotFoundError, match=r"nope.pth does not exist"):
         convert_checkpoint(missing, tmp_path / "o.ckpt", "vig_ti_224_gelu")
 

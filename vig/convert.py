@@ -261,7 +261,7 @@ def extract_state_dict(obj, source: str = "checkpoint", key: str | None = None) 
     state = obj[chosen] if chosen is not None else obj
     if not isinstance(state, dict):
         raise ValueError(f"{source}: entry {chosen!r} is a {type(state).__name__}, expected a dict of tensors")
-    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, np.ndarray)]
+    not_tensors = [repr(k) for k, v in state.items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
     if not_tensors:
         raise ValueError(f"{source}: entries that are not tensors: {', '.join(not_tensors)}")
     stripped: dict[str, np.ndarray] = {}
@@ -392,6 +392,8 @@ def convert_checkpoint(in_path, out_path, arch: str, num_classes: int | None = N
     except KeyError as err:
         raise ValueError(err.args[0]) from None
     _check_output_path(out_path)
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes={num_classes}: expected a positive number of classes")
     if not in_path.is_file():
         raise FileNotFoundError(f"checkpoint {in_path} does not exist")
     use_torch = torch_available() if use_torch is None else use_torch
