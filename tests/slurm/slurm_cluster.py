@@ -8,8 +8,10 @@ jobs to Snakemake. Daemons run in the foreground as our children and are stopped
 
 Usage::
 
-    with slurm_cluster() as cluster:       # or pytest: require_slurm() first, to skip politely
+    with slurm_cluster() as cluster:       # in pytest call require_slurm() first, to skip politely
         cluster.run(["sbatch", "--wait", ...])
+
+or, in a test module, the module-scoped fixture ``slurm_session`` (import it from here).
 
 Only one cluster per machine can exist (fixed ports, one /etc/slurm): a lock file serialises
 concurrent test sessions, and daemons left behind by a killed session are stopped by the pids
@@ -77,7 +79,10 @@ def install_packages() -> None:
     if all(shutil.which(b) for b in BINARIES):
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]):
+    # wait for a concurrent apt/dpkg run instead of failing on its lock
+    lock_wait = ["-o", "DPkg::Lock::Timeout=300"]
+    for argv in (["apt-get", *lock_wait, "update"],
+                 ["apt-get", *lock_wait, "install", "-y", "--no-install-recommends", *PACKAGES]):
         log("running " + " ".join(argv))
         started = time.monotonic()
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
