@@ -70,6 +70,46 @@ def rank_table_section():
     return {k: v for k, v in config["cluster"].items() if k not in LAUNCH_KEYS}
 
 
+def train_topology():
+    """Servers and devices per server, as the rank table will have them (for the job's resources)."""
+    cluster = config["cluster"]
+    if cluster["source"] == "servers":
+        per_server = [
+            s.get("device_count") or len(s.get("devices", []))
+            for s in cluster["servers"]
+        ]
+        return len(per_server), max(per_server)
+    devices = cluster.get("device_count") or len(cluster.get("device_ids", [])) or 8
+    return cluster.get("nodes", 1), devices
+
+
+def train_resources():
+    """What the training job asks a scheduler for: the devices of every server of the rank table.
+
+    Ascend: `gres npu:N` per node; GPU: `gpu N` per node (one launcher process, msrun starts the
+    workers); CPU: N tasks (msrun workers). Locally these are only counters.
+    """
+    servers, per_server = train_topology()
+    train = config.get("train", {})
+    res = {"mem_mb": train.get("mem_mb", 4000), "runtime": train.get("runtime", 60)}
+    backend = MODEL_CFG["device_target"]
+    if backend == "Ascend":
+        res.update(gres=f"npu:{per_server}", tasks=1)
+    elif backend == "GPU":
+        res.update(gpu=per_server, tasks_per_gpu=0)
+    else:
+        res.update(
+            tasks=per_server,
+            cpus_per_task=max(1, train.get("threads", 2) // per_server),
+        )
+    if servers > 1:
+        res.update(nodes=servers)
+    return res
+
+
+TRAIN_RESOURCES = train_resources()
+
+
 def training_params():
     """What shapes training: a change reruns training and everything after it."""
     return {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}

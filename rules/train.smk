@@ -17,8 +17,7 @@ rule train:
         ENV
     threads: config.get("train", {}).get("threads", 2)
     resources:
-        mem_mb=config.get("train", {}).get("mem_mb", 4000),
-        runtime=config.get("train", {}).get("runtime", 60),
+        **TRAIN_RESOURCES,
     params:
         script=script("train"),
         model=model_args(),

@@ -84,6 +84,16 @@ def test_imagenet_dry_run_lists_every_step_with_the_seed_settings(tmp_path):
     assert (seed["epochs"], seed["batch_size"], seed["base_lr"], seed["device_target"]) == (300, 16, 0.002, "Ascend")
 
 
+def test_imagenet_dry_run_under_the_slurm_profile_asks_for_the_seeds_8_devices(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"),
+                     configfile=REPO / "config" / "imagenet_vig_s.yaml")
+    out = proc.stdout + proc.stderr
+    train = out[out.index("rule train:"):]
+    resources = next(line for line in train.splitlines() if line.strip().startswith("resources:"))
+    assert "gres=npu:8" in resources and "tasks=1" in resources
+    assert "runtime=15000" in resources
+
+
 @pytest.mark.parametrize("override,message", [
     ('train_overrides={"epochz": 3}', "unknown key(s) epochz"),
     ('train_overrides={"base_lr": 0}', "key 'base_lr' = 0"),
