@@ -1,0 +1,132 @@
+"""The 310 chain on a tiny ViG: preprocess -> export (dynamic batch) -> infer -> postprocess.
+
+The deployed model must give the in-framework network's logits on the same .bin inputs, whatever the
+batch size, so the parity gate of the workflow can demand identical accuracy.
+"""
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+from PIL import Image
+
+from vig.config import build_model, load_model_config
+from vig.data import eval_transforms, load_rgb
+from vig.deploy.export import CheckpointError, export_model, load_checkpoint_strict, native_ops
+from vig.deploy.infer import run_inference
+from vig.deploy.postprocess import accuracy
+from vig.deploy.preprocess import preprocess_split
+
+TINY_YAML = """\
+arch: vig_ti_224_gelu
+model_overrides: {channels: [32], blocks: [4], k: 4, stem_stride: 8}
+image_size: 64
+num_classes: 3
+crop_pct: 0.875
+drop_path_rate: 0.0
+mix_up: 0.0
+cutmix: 0.0
+batch_size: 8
+base_lr: 0.001
+min_lr: 0.00001
+"""
+VAL_IMAGES = {"a": 3, "b": 2, "c": 2}  # 7 images: batch 3 -> 3 + 3 + 1
+
+
+def quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A random-init tiny ViG with its checkpoint, and a 3-class image folder preprocessed once."""
+    root = tmp_path_factory.mktemp("chain")
+    (root / "tiny.yaml").write_text(TINY_YAML)
+    cfg = load_model_config(root / "tiny.yaml")
+    rng = np.random.default_rng(0)
+    for split, layout in (("train", {c: 1 for c in VAL_IMAGES}), ("val", VAL_IMAGES)):
+        for cls, n in layout.items():
+            (root / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / "data" / split / cls / f"{split}_{cls}{i}.JPEG", quality=90)
+    with native_ops():
+        net = build_model(cfg, training=False)
+    ms.save_checkpoint(net, str(root / "tiny.ckpt"), append_dict={"epoch_num": 2, "step_num": 10})
+    labels = preprocess_split(cfg, root / "data", "val", root / "bins", root / "imagenet_label.json", log=quiet)
+    return {"root": root, "cfg": cfg, "net": net, "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def mindir(chain):
+    """The checkpoint exported once (export_model itself checks batch sizes 2 then 1)."""
+    path = chain["root"] / "export" / "tiny.mindir"
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        export_model(chain["cfg"], chain["root"] / "tiny.ckpt", path, log=quiet)
+    finally:
+        ms.set_context(mode=previous)
+    return path
+
+
+def test_preprocess_writes_the_eval_transform_and_seed_labels(chain):
+    root, cfg = chain["root"], chain["cfg"]
+    transform = eval_transforms(64, 0.875, cfg["mean"], cfg["std"], cfg["interpolation"])
+    images = sorted((root / "data" / "val").rglob("*.JPEG"))
+    assert sorted(os.listdir(root / "bins")) == sorted(f"{p.stem}.bin" for p in images)
+    for path in images:
+        stored = np.fromfile(root / "bins" / f"{path.stem}.bin", dtype=np.float32)
+        assert stored.size == 3 * 64 * 64
+        np.testing.assert_array_equal(stored.reshape(1, 3, 64, 64), transform(load_rgb(path))[None])
+    expected = {p.name: sorted(VAL_IMAGES).index(p.parent.name) for p in images}
+    assert json.loads((root / "imagenet_label.json").read_text()) == expected == chain["labels"]
+
+
+def test_export_is_readable_and_portable(mindir):
+    assert oct(mindir.stat().st_mode & 0o777) == "0o644"  # not MindSpore's 0400
+    assert sorted(os.listdir(mindir.parent)) == ["tiny.mindir"]  # no temp folder left
+    assert b"vig_cpu_kernels" not in mindir.read_bytes()  # no compiled-kernel calls: runs on any backend
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_infer_equals_the_network_and_postprocess_scores_it(chain, mindir, batch_size, tmp_path, pynative):
+    root = chain["root"]
+    stats = run_inference(mindir, root / "bins", tmp_path / "result_Files",
+                          batch_size=batch_size, log=quiet)
+    assert stats["images"] == 7 and stats["batch_size"] == batch_size and stats["image_size"] == 64
+    assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+    stems = sorted(p[:-len(".bin")] for p in os.listdir(root / "bins"))
+    assert sorted(os.listdir(tmp_path / "result_Files")) == [f"{s}_0.bin" for s in stems]
+    inputs = np.concatenate([np.fromfile(root / "bins" / f"{s}.bin", np.float32).reshape(1, 3, 64, 64)
+                             for s in stems])
+    # the in-framework network on the same batches (PyNative: no graph compile per batch shape)
+    want = np.concatenate([chain["net"](ms.Tensor(inputs[i:i + batch_size])).asnumpy()
+                           for i in range(0, len(stems), batch_size)])
+    got = np.stack([np.fromfile(tmp_path / "result_Files" / f"{s}_0.bin", np.float32) for s in stems])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    acc = accuracy(tmp_path / "result_Files", root / "imagenet_label.json")
+    labels = np.array([chain["labels"][f"{s}.JPEG"] for s in stems])
+    assert acc["num_images"] == 7 and acc["correct_top1"] == int((want.argmax(1) == labels).sum())
+    assert acc["correct_top5"] == 7  # 3 classes: every label is in the top 5
+
+
+def test_checkpoint_is_loaded_strictly(chain, tmp_path):
+    net = chain["net"]
+    params = {name: p.asnumpy() for name, p in net.parameters_dict().items()}
+    del params["pos_embed"]
+    params["prediction.4.weight"] = params["prediction.4.weight"][:2]
+    params["backbone.9.fc.weight"] = np.zeros(3, np.float32)
+    params["adam_m.stem.convs.0.weight"] = np.zeros(3, np.float32)  # optimizer state is ignored
+    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], str(tmp_path / "bad.ckpt"))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint_strict(net, tmp_path / "bad.ckpt", log=quiet)
+    message = str(info.value)
+    assert "1 missing, 1 unexpected, 1 with another shape" in message
+    assert "missing from the checkpoint: pos_embed" in message
+    assert "not a parameter of the model: backbone.9.fc.weight" in message
+    assert "prediction.4.weight: checkpoint (2, 1024, 1, 1) vs model (3, 1024, 1, 1)" in message
+    assert "adam_m" not in message
+    with pytest.raises(ValueError, match="expected a file name ending in .mindir"):
+        export_model(chain["cfg"], tmp_path / "bad.ckpt", tmp_path / "model.onnx", log=quiet)
