@@ -81,6 +81,8 @@ def validate_model_config(cfg: dict, source: str = "<config>") -> None:
 def _check_cross_keys(cfg: dict, source: str) -> None:
     from .variants import known_arch_names
 
+    cfg = {**DEFAULTS, **cfg}  # also called on the raw YAML, before defaults are filled in
+
     if cfg["arch"] not in known_arch_names():
         raise ConfigError(f"{source}: key 'arch': unknown model {cfg['arch']!r}; "
                           f"valid names: {', '.join(known_arch_names())}")
@@ -129,7 +131,13 @@ def parse_override(item: str) -> tuple[str, object]:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string; users mean the number
+        try:
+            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
+        except ValueError:
+            pass
+    return key.strip(), value
 
 
 def load_model_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:

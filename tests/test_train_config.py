@@ -1,0 +1,105 @@
+"""Config handling of the training CLIs: the seed's ViG-S YAML as it is, and named errors before any work."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vig.config import ConfigError, load_model_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# research/cv/ViG/src/configs/vig_s_patch16_224.yaml of the seed, every key and value (vig_reference.md B.1)
+SEED_VIG_S_YAML = """\
+arch: vig_s_patch16_224
+data_url: ../data/imagenet
+set: ImageNet
+num_classes: 1000
+mix_up: 0.8
+cutmix: 1.0
+auto_augment: rand-m9-mstd0.5-inc1
+interpolation: bicubic
+re_prob: 0.25
+re_mode: pixel
+re_count: 1
+mixup_prob: 1.
+switch_prob: 0.5
+mixup_mode: batch
+image_size: 224
+optimizer: adamw
+base_lr: 0.002
+drop_path_rate: 0.1
+warmup_lr: 0.00000007
+min_lr: 0.000006
+lr_scheduler: cosine_lr
+warmup_length: 20
+amp_level: O2
+keep_bn_fp32: True
+beta: [0.9, 0.999]
+clip_global_norm_value: 5.
+is_dynamic_loss_scale: True
+epochs: 300
+label_smoothing: 0.1
+weight_decay: 0.05
+momentum: 0.9
+batch_size: 16
+num_parallel_workers: 8
+device_target: Ascend
+"""
+
+
+def test_seed_vig_s_yaml_loads_unchanged(tmp_path):
+    path = tmp_path / "vig_s_patch16_224.yaml"
+    path.write_text(SEED_VIG_S_YAML)
+    cfg = load_model_config(path)
+    assert cfg["arch"] == "vig_s_patch16_224" and cfg["base_lr"] == 0.002 and cfg["batch_size"] == 16
+    assert cfg["beta"] == [0.9, 0.999] and cfg["warmup_lr"] == 7e-8 and cfg["amp_level"] == "O2"
+    assert cfg["lr_linear_scaling"] is True  # the seed always scales by global batch / 512
+    shipped = load_model_config(REPO / "config" / "models" / "vig_s_patch16_224.yaml")
+    assert {k: shipped[k] for k in cfg} == cfg  # the shipped file is the seed's
+
+
+def _run_train(args, timeout=120):
+    return subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "train.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "GLOG_v": "3"})
+
+
+@pytest.mark.parametrize("line, key, expected", [
+    ("colour_jitter: 0.4", "colour_jitter", "unknown key"),
+    ("epochs: three", "epochs", "integer"),
+    ("re_prob: 1.5", "re_prob", "maximum"),
+])
+def test_bad_key_fails_naming_key_and_file_before_any_data(tmp_path, line, key, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SEED_VIG_S_YAML + line + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_model_config(path)
+    assert key in str(err.value) and str(path) in str(err.value) and expected in str(err.value)
+    # through the CLI: the data folder exists but holds nothing; the config error comes first
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir(parents=True)
+    result = _run_train(["--vig_config", str(path), "--data_url", str(tmp_path / "data")])
+    assert result.returncode == 2
+    assert key in result.stderr and str(path) in result.stderr and "[data]" not in result.stdout
+
+
+def test_bad_override_and_missing_data_dir_fail_clearly(tmp_path):
+    demo = str(REPO / "config" / "models" / "vig_demo.yaml")
+    result = _run_train(["--vig_config", demo, "--set", "batch_size=-4", "--data_url", str(tmp_path)])
+    assert result.returncode == 2 and "batch_size" in result.stderr and "overrides" in result.stderr
+    result = _run_train(["--vig_config", demo, "--data_url", str(tmp_path / "nowhere")])
+    assert result.returncode == 2 and "nowhere" in result.stderr and "train" in result.stderr
+
+
+def test_help_documents_every_option():
+    for script, options in (("train.py", ["--vig_config", "--set", "--data_url", "--output_ckpt", "--metrics",
+                                          "--state_root", "--resume", "--rank_table", "--launcher", "--master_addr",
+                                          "--master_port", "--node_rank", "--log_dir", "--dry_run_launch"]),
+                            ("evaluate.py", ["--vig_config", "--set", "--checkpoint", "--data_url", "--split",
+                                             "--output", "--batch_size", "--rank_table", "--launcher"])):
+        result = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / script), "--help"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0
+        for option in options:
+            assert option in result.stdout, (script, option)

@@ -1,0 +1,141 @@
+"""The seed's optimisation recipe: LR schedule values, parameter groups, loss, overflow handling."""
+import math
+
+import numpy as np
+import pytest
+
+from vig.config import DEFAULTS
+from vig.train.schedule import build_lr_schedule, lr_scale
+
+from conftest import TINY_ISOTROPIC
+
+
+def _cfg(**kw):
+    cfg = dict(DEFAULTS)
+    cfg.update(kw)
+    return cfg
+
+
+def test_cosine_schedule_matches_the_seed_formula_at_key_steps():
+    cfg = _cfg(base_lr=2e-3, warmup_lr=1e-5, min_lr=6e-6, warmup_length=2, epochs=10, batch_size=16,
+               lr_scheduler="cosine_lr", lr_linear_scaling=True)
+    steps, world = 5, 8
+    lr = build_lr_schedule(cfg, steps, world)
+    scale = 16 * 8 / 512
+    assert scale == lr_scale(cfg, world) == 0.25
+    assert len(lr) == 10 * 5
+    # warmup start: warmup_lr (scaled with everything else, as the seed does)
+    assert lr[0] == pytest.approx(1e-5 * scale, rel=1e-6)
+    # last warmup step t = 2 - 1/5, then warmup end t = W: exactly base_lr
+    assert lr[9] == pytest.approx((1e-5 + (1.8 / 2) * (2e-3 - 1e-5)) * scale, rel=1e-6)
+    assert lr[10] == pytest.approx(2e-3 * scale, rel=1e-6)
+    # mid-cosine t = 6 (half-way through the 8 cosine epochs): base / 2
+    assert lr[30] == pytest.approx(0.5 * 2e-3 * scale, rel=1e-6)
+    # last step t = 10 - 1/5
+    expected = 0.5 * (1 + math.cos(math.pi * (9.8 - 2) / 8)) * 2e-3
+    assert lr[-1] == pytest.approx(max(expected, 6e-6) * scale, rel=1e-6)
+    # the floor holds everywhere and the schedule only falls after warmup
+    assert lr.min() >= 6e-6 * scale * (1 - 1e-6)
+    assert np.all(np.diff(lr[10:]) <= 0) and np.all(np.diff(lr[:11]) > 0)
+    # the seed clips the whole array at min_lr: a warmup_lr below it starts at the floor
+    seed_lr = build_lr_schedule(dict(cfg, warmup_lr=7e-8), steps, world)
+    assert seed_lr[0] == pytest.approx(6e-6 * scale, rel=1e-6)
+
+
+def test_other_schedulers_and_scaling_off():
+    base = dict(base_lr=1e-2, warmup_lr=0.0, min_lr=1e-5, warmup_length=1, epochs=6, lr_gamma=0.5, lr_adjust=2,
+                lr_linear_scaling=False)
+    assert np.allclose(build_lr_schedule(_cfg(**base, lr_scheduler="constant_lr"), 2)[2:], 1e-2)
+    exp = build_lr_schedule(_cfg(**base, lr_scheduler="exp_lr"), 2)
+    assert exp[2 * 3] == pytest.approx(1e-2 * 0.5 ** 3, rel=1e-6)
+    multi = build_lr_schedule(_cfg(**base, lr_scheduler="multistep_lr"), 2)
+    assert multi[2 * 5] == pytest.approx(1e-2 * 0.5 ** 2, rel=1e-6)
+    assert build_lr_schedule(_cfg(**base, lr_scheduler="cosine_lr"), 2)[0] == pytest.approx(1e-5)  # floored 0
+
+
+def test_parameter_groups_follow_the_seed_rule():
+    from vig.models import create_model
+    from vig.train.optim import build_optimizer, param_groups
+
+    net = create_model("pvig_ti_224_gelu", num_classes=10, channels=(16, 24, 32, 48), blocks=(1, 1, 2, 1), k=3,
+                       image_size=64)
+    no_decay, decay = param_groups(net, 0.05)
+    names_decay = {p.name for p in decay["params"]}
+    names_free = {p.name for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert "pos_embed" in names_free
+    assert all(n.endswith(".weight") for n in names_decay)
+    assert any(n.endswith(".bias") for n in names_free)
+    assert any(n.endswith(".gamma") for n in names_free) and any(n.endswith(".beta") for n in names_free)
+    assert not any("relative_pos" in n for n in names_decay | names_free)  # frozen, not trained
+    assert any("relative_pos" in p.name for p in net.get_parameters())
+    assert len(names_decay) + len(names_free) == len(net.trainable_params())
+    opt = build_optimizer(_cfg(optimizer="momentum"), net, build_lr_schedule(_cfg(epochs=1), 3))
+    assert type(opt).__name__ == "Momentum"
+
+
+def test_soft_target_cross_entropy_matches_numpy(pynative):
+    import mindspore as ms
+
+    from vig.train.loss import SoftTargetCrossEntropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 7)).astype(np.float32)
+    target = rng.dirichlet(np.ones(7), 4).astype(np.float32)
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    expected = float((-(target * logp).sum(1)).mean())
+    got = float(SoftTargetCrossEntropy()(ms.Tensor(logits), ms.Tensor(target)).asnumpy())
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_inf_gradient_skips_the_step_and_lowers_the_loss_scale(pynative):
+    import mindspore as ms
+    from mindspore import Parameter, Tensor, nn
+
+    from vig.models import create_model
+    from vig.train.loss import SoftTargetCrossEntropy
+    from vig.train.optim import build_optimizer
+    from vig.train.step import TrainStep, build_loss_scaler
+
+    ms.set_seed(0)
+    net = create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC)
+    net.set_train(True)
+    cfg = _cfg(epochs=1, is_dynamic_loss_scale=True, amp_level="O0")
+    opt = build_optimizer(cfg, net, build_lr_schedule(cfg, 4))
+    scaler = build_loss_scaler(cfg)
+
+    class BoostedLoss(nn.Cell):
+        """The criterion times a factor the test sets to inf: every gradient becomes non-finite."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = SoftTargetCrossEntropy()
+            self.boost = Parameter(Tensor(1.0, ms.float32), requires_grad=False)
+
+        def construct(self, logits, target):
+            return self.inner(logits, target) * self.boost
+
+    criterion = BoostedLoss()
+    step = TrainStep(net, criterion, opt, scaler, clip_norm=5.0, jit=False)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    y = Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]])
+
+    _, finite, scale = step(x, y)
+    assert bool(finite.asnumpy()) and float(scale.asnumpy()) == 2.0 ** 24
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    global_step = int(opt.global_step.asnumpy().reshape(-1)[0])
+
+    criterion.boost.set_data(Tensor(float("inf"), ms.float32))
+    _, finite, scale = step(x, y)
+    assert not bool(finite.asnumpy())
+    assert float(scale.asnumpy()) == 2.0 ** 23  # lowered by scale_factor 2
+    assert int(opt.global_step.asnumpy().reshape(-1)[0]) == global_step  # optimizer not called
+    for p in net.trainable_params():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+    criterion.boost.set_data(Tensor(1.0, ms.float32))
+    _, finite, _ = step(x, y)
+    assert bool(finite.asnumpy())
+    assert any(not np.array_equal(p.asnumpy(), before[p.name]) for p in net.trainable_params())

@@ -1,0 +1,95 @@
+"""Glue shared by workflow_scripts/train.py and evaluate.py: launcher options, up-front checks (config,
+data folder, rank table, checkpoint) that fail before any data is read or anything is compiled, and
+the hand-off to a launcher or to this process."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..config import ConfigError, load_model_config, parse_override
+from .distributed import LAUNCHERS, LaunchError, format_plan, launch_plan, read_topology, resolve_launcher, run_plan
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the CLI prints it and exits 2."""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vig_config", "--config", dest="vig_config", required=True, metavar="YAML",
+                        help="model/training YAML (config/models/*.yaml; the seed's keys are accepted as they are)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key with a YAML value, e.g. --set epochs=3 --set beta=[0.9,0.99]; "
+                             "repeatable")
+    parser.add_argument("--data_url", metavar="DIR",
+                        help="ImageNet-format folder with train/<class>/ and val/<class>/ (overrides the YAML's data_url)")
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed launch")
+    group.add_argument("--rank_table", metavar="JSON",
+                       help="hccl_tools rank table: the job's topology (ranks = devices over all servers; local "
+                            "workers = devices of server --node_rank). Without it: one process")
+    group.add_argument("--launcher", default="auto", choices=LAUNCHERS,
+                       help="auto: none for 1 rank, msrun on CPU/GPU, ascend on Ascend; none: run in this process "
+                            "(what every launched worker runs)")
+    group.add_argument("--master_addr", default="127.0.0.1", help="msrun scheduler address (default %(default)s)")
+    group.add_argument("--master_port", type=int, default=8118, help="msrun scheduler port (default %(default)s)")
+    group.add_argument("--node_rank", type=int, default=0,
+                       help="index of this server in the rank table's server_list (default %(default)s)")
+    group.add_argument("--log_dir", default="logs",
+                       help="per-rank logs (worker_<rank>.log from the launcher, train_rank<rank>.log) "
+                            "(default %(default)s)")
+    group.add_argument("--dry_run_launch", action="store_true",
+                       help="print the exact command lines and environments the launcher would run, then exit")
+
+
+def load_config(args) -> dict:
+    overrides = dict(parse_override(item) for item in args.overrides)
+    return load_model_config(args.vig_config, overrides)
+
+
+def check_data_dir(data_url: str, splits: tuple[str, ...]) -> None:
+    for split in splits:
+        folder = Path(data_url) / split
+        if not folder.is_dir():
+            raise UsageError(f"data folder {folder} not found: --data_url (or the YAML's data_url) must contain "
+                             f"{'/ and '.join(splits)}/ with one sub-folder per class")
+
+
+def maybe_launch(args, cfg: dict, script: str, argv: list[str]) -> int | None:
+    """Start the launcher for a multi-rank job (returns its exit code), print its plan for
+    --dry_run_launch, or return None when this process should do the work itself."""
+    topology = read_topology(args.rank_table, args.node_rank)
+    launcher = resolve_launcher(args.launcher, cfg["device_target"], topology)
+    if launcher == "none":
+        if args.dry_run_launch:
+            print(f"launcher none: 1 process, {sys.executable} {' '.join([script, *argv])}")
+            return 0
+        return None
+    plan = launch_plan(launcher, topology, node_rank=args.node_rank, master_addr=args.master_addr,
+                       master_port=args.master_port, log_dir=args.log_dir, script=script, argv=argv)
+    if args.dry_run_launch:
+        print(format_plan(plan))
+        return 0
+    return run_plan(plan)
+
+
+def run_cli(main, argv=None) -> int:
+    """Run `main(argv)`, turning expected input errors into one clear line and exit code 2."""
+    from .checkpoint import StateError
+
+    try:
+        return main(argv)
+    except (ConfigError, UsageError, LaunchError, StateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def script_argv(argv) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def ensure_quiet_mindspore() -> None:
+    os.environ.setdefault("GLOG_v", "3")

@@ -1,0 +1,105 @@
+"""Evaluation: top-1/top-5, loss, per-class accuracy and the confusion matrix over a sharded split,
+with the counts summed across ranks so every image counts exactly once."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from .loss import per_sample_cross_entropy
+
+
+class _EvalForward(nn.Cell):
+    """logits -> (per-sample loss, top-5 class ids); one compiled graph for every batch (padded)."""
+
+    def __init__(self, net, topk):
+        super().__init__()
+        self.net, self.topk = net, topk
+
+    def construct(self, images, labels):
+        logits = self.net(images).astype(ms.float32)
+        return per_sample_cross_entropy(logits, labels), ops.topk(logits, self.topk)[1]
+
+
+class _SumAcrossRanks(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.all_reduce = ops.AllReduce()
+
+    def construct(self, x):
+        return self.all_reduce(x)
+
+
+def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool = False, log=print,
+             label: str = "eval") -> dict:
+    """Run `net` (eval mode) over `dataset` ("image", "label" int32); every short batch is padded to
+    `batch_size` so graph mode compiles once. Returns top1, top5, loss, num_images, per_class_correct,
+    per_class_total, confusion (numpy, summed over ranks)."""
+    net.set_train(False)
+    forward = _EvalForward(net, min(5, num_classes))
+    confusion = np.zeros((num_classes, num_classes), np.float64)
+    top5_correct, loss_sum = 0.0, 0.0
+    steps = dataset.get_dataset_size()
+    start = time.time()
+    for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), 1):
+        n = len(labels)
+        if n < batch_size:
+            images = np.concatenate([images, np.zeros((batch_size - n,) + images.shape[1:], images.dtype)])
+            labels_in = np.concatenate([labels, np.zeros(batch_size - n, labels.dtype)])
+        else:
+            labels_in = labels
+        losses, top = forward(Tensor(images), Tensor(labels_in.astype(np.int32)))
+        losses, top = losses.asnumpy()[:n], top.asnumpy()[:n]
+        np.add.at(confusion, (labels, top[:, 0]), 1)
+        top5_correct += float((top == labels[:, None]).any(1).sum())
+        loss_sum += float(losses.sum())
+        if step == steps or step % 20 == 0:
+            log(f"[{label}] step {step}/{steps} {time.time() - start:.1f}s")
+    stats = np.concatenate([confusion.ravel(), [top5_correct, loss_sum]])
+    if distributed:
+        stats = _SumAcrossRanks()(Tensor(stats.astype(np.float32))).asnumpy().astype(np.float64)
+    confusion = stats[:-2].reshape(num_classes, num_classes)
+    top5_correct, loss_sum = stats[-2], stats[-1]
+    total = confusion.sum()
+    return {"top1": float(np.trace(confusion) / max(total, 1)), "top5": float(top5_correct / max(total, 1)),
+            "loss": float(loss_sum / max(total, 1)), "num_images": int(round(total)),
+            "per_class_correct": np.diag(confusion).round().astype(int).tolist(),
+            "per_class_total": confusion.sum(1).round().astype(int).tolist(),
+            "confusion": confusion.round().astype(int).tolist()}
+
+
+def load_weights(net, checkpoint: str) -> None:
+    """Load a .ckpt into `net`; every model parameter must be present (names as export_weights writes)."""
+    import mindspore as ms
+
+    from .step import NOISE_NAME
+
+    try:
+        params = ms.load_checkpoint(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - MindSpore raises several types for a bad file
+        raise ValueError(f"{checkpoint}: not a readable MindSpore checkpoint ({exc})") from None
+    missing, _ = ms.load_param_into_net(net, params, strict_load=True)
+    missing = [m for m in missing if m != NOISE_NAME]
+    if missing:
+        raise ValueError(f"{checkpoint}: lacks {len(missing)} parameter(s) of this model, e.g. {missing[:3]}; "
+                         f"was it trained with another arch/model_overrides/num_classes?")
+
+
+def run_evaluation(cfg: dict, checkpoint: str, data_url: str, split: str, batch_size: int, ctx) -> dict:
+    """The report evaluate.py writes: top1, top5, loss, num_images, class_names, per_class_accuracy,
+    confusion_matrix (rows: true class, columns: predicted)."""
+    from ..config import build_model
+    from ..data import build_eval_dataset, class_names
+
+    net = build_model(cfg, training=False)
+    load_weights(net, checkpoint)
+    names = class_names(f"{data_url}/{split}")
+    dataset = build_eval_dataset(data_url, cfg, batch_size, ctx.rank, ctx.world_size, split=split)
+    result = evaluate(net, dataset, cfg["num_classes"], batch_size, ctx.distributed, label=f"eval {split}")
+    per_class = {name: (c / t if t else None) for name, c, t in
+                 zip(names, result["per_class_correct"], result["per_class_total"])}
+    return {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"],
+            "num_images": result["num_images"], "checkpoint": str(checkpoint), "split": split,
+            "class_names": names, "per_class_accuracy": per_class, "confusion_matrix": result["confusion"]}

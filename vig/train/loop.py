@@ -1,0 +1,273 @@
+"""The training loop: build everything from a config, resume, train epoch by epoch, evaluate, save.
+
+Reproducibility: everything random is a pure function of (seed, epoch, step, rank): the datasets seed
+themselves from (seed, epoch[, rank]), DropPath reads per-step noise (step.StepNoise), and the state is
+saved at epoch ends, so a run killed anywhere and resumed repeats the interrupted epoch exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import build_model, training_hash
+from . import checkpoint as ckpt_io
+from .distributed import Context
+
+
+@dataclass
+class TrainOptions:
+    cfg: dict
+    data_url: str
+    state_root: str
+    output_ckpt: str | None = None
+    metrics: str | None = None
+    resume: str = "auto"
+    log_dir: str | None = None
+    ctx: Context = field(default_factory=Context)
+
+
+class RankLog:
+    """print + (with a log dir) this rank's own file; lines are flushed immediately."""
+
+    def __init__(self, rank: int, log_dir: str | None):
+        self.rank = rank
+        self.file = None
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self.file = open(Path(log_dir) / f"train_rank{rank}.log", "a")
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        if self.file:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def model_parameters(net) -> dict:
+    from .step import NOISE_NAME
+
+    return {p.name: p for p in net.get_parameters() if p.name != NOISE_NAME}
+
+
+def optimizer_parameters(optimizer, net_params: dict) -> dict:
+    """The optimizer's own state (moments, global_step, ...), not the network weights it updates."""
+    own = {id(p) for p in net_params.values()}
+    return {name: p for name, p in optimizer.parameters_and_names() if id(p) not in own}
+
+
+def export_weights(path: str, params: dict) -> None:
+    """Model weights as a MindSpore .ckpt (parameter names of the model), atomically."""
+    import mindspore as ms
+
+    entries = [{"name": name, "data": p} for name, p in params.items()]
+    with ckpt_io.atomic_target(Path(path)) as tmp:
+        ms.save_checkpoint(entries, str(tmp))
+
+
+class swapped_weights:
+    """Temporarily load `shadow` values (EMA) into the model's parameters."""
+
+    def __init__(self, params: dict, shadow: dict | None):
+        self.params, self.shadow, self.saved = params, shadow, None
+
+    def __enter__(self):
+        if self.shadow:
+            self.saved = {n: p.data.copy() for n, p in self.params.items()}
+            for n, p in self.params.items():
+                p.set_data(self.shadow[n].data.copy())
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved:
+            for n, p in self.params.items():
+                p.set_data(self.saved[n])
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions):
+        import mindspore as ms
+        from mindspore import nn
+        from mindspore.communication import GlobalComm
+
+        from ..data import train_steps_per_epoch
+        from .loss import SoftTargetCrossEntropy
+        from .optim import build_optimizer
+        from .schedule import build_lr_schedule
+        from .step import (EMA, StepNoise, TrainStep, apply_amp, build_loss_scaler, clip_value,
+                           has_unseeded_randomness, make_drop_path_deterministic, scaler_parameters)
+
+        self.opts, self.cfg, self.ctx = opts, opts.cfg, opts.ctx
+        cfg, ctx = self.cfg, self.ctx
+        self.log = RankLog(ctx.rank, opts.log_dir)
+        self.config_hash = training_hash(cfg)
+        self.state_dir = ckpt_io.state_dir(opts.state_root, self.config_hash)
+        self.batch_size = cfg["batch_size"]
+        self.steps_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{opts.data_url}/train has fewer images than one batch of {self.batch_size} "
+                             f"per rank x {ctx.world_size} rank(s)")
+
+        ms.set_seed(cfg["seed"])
+        np.random.seed(cfg["seed"])  # model init draws from numpy too; identical on every rank
+        net = build_model(cfg, training=True)
+        self.noise = StepNoise(make_drop_path_deterministic(net, self.batch_size), cfg["seed"], ctx.rank)
+        unseeded = has_unseeded_randomness(net)
+        if unseeded:
+            self.log(f"[train] WARNING: random cells not driven by the step seed, resume will not be exact: "
+                     f"{', '.join(unseeded[:5])}")
+        self.net = apply_amp(net, cfg["amp_level"])
+        self.lr = build_lr_schedule(cfg, self.steps_per_epoch, ctx.world_size)
+        self.optimizer = build_optimizer(cfg, self.net, self.lr)
+        self.scaler = build_loss_scaler(cfg)
+        self.net_params = model_parameters(self.net)
+        self.ema = EMA(self.net, cfg["ema_decay"]) if cfg["ema"] else None
+        reducer = None
+        if ctx.distributed:
+            reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=ctx.world_size,
+                                                group=GlobalComm.WORLD_COMM_GROUP)
+        self.step_fn = TrainStep(self.net, SoftTargetCrossEntropy(), self.optimizer, self.scaler,
+                                 clip_value(cfg), reducer, self.ema, jit=cfg["graph_mode"] == 0)
+        self.state_groups = {"net": self.net_params,
+                             "opt": optimizer_parameters(self.optimizer, self.net_params),
+                             "scaler": scaler_parameters(self.scaler)}
+        if self.ema is not None:
+            self.state_groups["ema"] = self.ema.named_shadows()
+        self.history: list[dict] = []
+        self.best = {"top1": -1.0, "epoch": None}
+
+    # ---- state ---------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Load the state chosen by --resume; returns the first epoch (0-based) still to train."""
+        info = ckpt_io.pick_resume_state(self.opts.resume, self.state_dir, self.config_hash, self.log)
+        if info is None:
+            self.log(f"[resume] starting fresh (state folder {self.state_dir})")
+            return 0
+        extra = ckpt_io.load_state(info, self.state_groups)
+        self.history = extra.get("history", [])
+        self.best = extra.get("best", self.best)
+        self.log(f"[resume] {info.path}: {info.epoch} epoch(s) done, global step {extra.get('global_step')}, "
+                 f"best top-1 {self.best['top1']:.4f}")
+        return info.epoch
+
+    def save(self, epochs_done: int) -> None:
+        if self.ctx.rank != 0:
+            return
+        extra = {"global_step": epochs_done * self.steps_per_epoch, "history": self.history, "best": self.best,
+                 "seed": self.cfg["seed"], "world_size": self.ctx.world_size}
+        path = ckpt_io.save_state(self.state_dir, epochs_done, self.config_hash, self.state_groups, extra)
+        keep = {self.best["epoch"]} if self.best["epoch"] else set()
+        ckpt_io.prune_states(self.state_dir, self.cfg["keep_checkpoint_max"], keep)
+        self.log(f"[state] saved {path}")
+
+    # ---- loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        start_epoch = self.resume()
+        epochs = self.cfg["epochs"]
+        total_steps = epochs * self.steps_per_epoch
+        self.log(f"[train] {self.cfg['arch']}: {epochs} epochs x {self.steps_per_epoch} steps, batch "
+                 f"{self.batch_size} x {self.ctx.world_size} rank(s), config hash {self.config_hash}")
+        run_start, steps_run = time.time(), 0
+        for epoch in range(start_epoch, epochs):
+            record, steps_done = self.train_epoch(epoch, run_start, steps_run, total_steps)
+            steps_run += steps_done
+            record.update(self.validate(epoch))
+            self.history.append(record)
+            if record["val_top1"] > self.best["top1"]:
+                self.best = {"top1": record["val_top1"], "epoch": epoch + 1}
+            self.write_metrics()
+            self.log(f"[epoch {epoch + 1}/{epochs}] train_loss {record['train_loss']:.4f} val_top1 "
+                     f"{record['val_top1']:.4f} val_top5 {record['val_top5']:.4f} val_loss {record['val_loss']:.4f} "
+                     f"{record['images/s']:.1f} img/s {record['seconds']:.1f}s")
+            self.save(epoch + 1)
+        self.export()
+        return self.history[-1] if self.history else {}
+
+    def train_epoch(self, epoch: int, run_start: float, steps_before: int, total_steps: int):
+        import mindspore as ms
+        from mindspore import Tensor
+
+        from ..data import build_train_dataset
+
+        cfg, ctx = self.cfg, self.ctx
+        ms.set_seed(cfg["seed"] + epoch)  # host-side MindSpore randomness restarts with the epoch
+        dataset = build_train_dataset(self.opts.data_url, cfg, self.batch_size, ctx.rank, ctx.world_size,
+                                      seed=cfg["seed"], epoch=epoch)
+        self.net.set_train(True)
+        steps = self.steps_per_epoch
+        epoch_start, losses = time.time(), []
+        step_log = self.state_dir / f"steps_rank{ctx.rank}.jsonl"
+        step_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(step_log, "a") as steps_fh:
+            for i, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+                lr = float(self.lr[min(int(self.optimizer.global_step.asnumpy().reshape(-1)[0]), len(self.lr) - 1)])
+                self.noise.set_step(epoch, i)
+                loss, finite, scale = self.step_fn(Tensor(images), Tensor(labels))
+                loss, finite, scale = float(loss.asnumpy()), bool(finite.asnumpy()), float(scale.asnumpy())
+                losses.append(loss)
+                steps_fh.write(json.dumps({"epoch": epoch + 1, "step": i + 1, "loss": loss, "finite": finite,
+                                           "loss_scale": scale, "lr": lr}) + "\n")
+                steps_fh.flush()
+                if not finite:
+                    self.log(f"[train] epoch {epoch + 1} step {i + 1}: non-finite gradients, step skipped, "
+                             f"loss scale now {scale:g}")
+                if (i + 1) % cfg["log_every"] == 0 or i + 1 == steps:
+                    self.progress(epoch, i + 1, loss, lr, scale, epoch_start, run_start, steps_before, total_steps)
+        seconds = time.time() - epoch_start
+        images = len(losses) * self.batch_size * ctx.world_size
+        finite_losses = [l for l in losses if np.isfinite(l)]
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(finite_losses)) if finite_losses else float("nan"),
+                  "lr": lr if losses else None, "images/s": images / max(seconds, 1e-9), "seconds": seconds}
+        return record, len(losses)
+
+    def progress(self, epoch, step, loss, lr, scale, epoch_start, run_start, steps_before, total_steps):
+        now = time.time()
+        done_here = steps_before + step
+        rate = self.batch_size * self.ctx.world_size * step / max(now - epoch_start, 1e-9)
+        remaining = (total_steps - (epoch * self.steps_per_epoch + step)) * (now - run_start) / max(done_here, 1)
+        self.log(f"[train] epoch {epoch + 1}/{self.cfg['epochs']} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
+                 f"lr {lr:.3e} loss_scale {scale:g} {rate:.1f} img/s ETA {format_eta(remaining)}")
+
+    def validate(self, epoch: int) -> dict:
+        from ..data import build_eval_dataset
+        from .evaluate import evaluate
+
+        dataset = build_eval_dataset(self.opts.data_url, self.cfg, self.batch_size, self.ctx.rank,
+                                     self.ctx.world_size, split="val")
+        shadow = self.ema.named_shadows() if self.ema is not None else None
+        with swapped_weights(self.net_params, shadow):
+            result = evaluate(self.net, dataset, self.cfg["num_classes"], self.batch_size, self.ctx.distributed,
+                              self.log, label=f"val {epoch + 1}")
+        self.net.set_train(True)
+        return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"],
+                "val_images": result["num_images"]}
+
+    def write_metrics(self) -> None:
+        if self.ctx.rank != 0 or not self.opts.metrics:
+            return
+        with ckpt_io.atomic_target(Path(self.opts.metrics)) as tmp:
+            with open(tmp, "w") as fh:
+                for record in self.history:
+                    fh.write(json.dumps(record) + "\n")
+
+    def export(self) -> None:
+        if self.ctx.rank != 0 or not self.opts.output_ckpt:
+            return
+        params = self.ema.named_shadows() if self.ema is not None else self.net_params
+        export_weights(self.opts.output_ckpt, params)
+        self.log(f"[train] wrote {'EMA ' if self.ema is not None else ''}weights to {self.opts.output_ckpt}")
+
+
+def train(opts: TrainOptions) -> dict:
+    trainer = Trainer(opts)
+    return trainer.run()

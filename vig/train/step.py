@@ -1,0 +1,190 @@
+"""The functional train step: AMP, loss scaling, gradient all-reduce, clipping, optimizer, EMA.
+
+Randomness inside the compiled graph does not restart when the global seed is reset (verified on
+MindSpore 2.10: `ms.set_seed` / `set_rng_state` leave a compiled `ops.rand` stream where it was), so a
+resumed run could not reproduce the DropPath masks. `make_drop_path_deterministic` therefore swaps each
+DropPath for one that reads its per-sample uniforms from a parameter the loop fills before every step
+from numpy seeded by (seed, epoch, step, rank).
+"""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, amp, nn, ops
+
+from ..models.layers import DropPath
+
+NOISE_NAME = "drop_path_noise"
+
+
+class SeededDropPath(nn.Cell):
+    """DropPath with the uniforms taken from row `index` of a shared (layers, batch) noise parameter."""
+
+    def __init__(self, drop_prob: float, noise: Parameter, index: int):
+        super().__init__()
+        self.keep_prob = 1.0 - float(drop_prob)
+        self.noise = noise
+        self.index = int(index)
+
+    def construct(self, x):
+        if not self.training:
+            return x
+        batch = x.shape[0]
+        u = self.noise[self.index][:batch].reshape((batch,) + (1,) * (x.ndim - 1))
+        mask = ops.floor(self.keep_prob + u).astype(x.dtype)
+        return x / self.keep_prob * mask
+
+
+class StepNoise:
+    """Host-side source of the per-step DropPath uniforms: a pure function of (seed, epoch, step, rank)."""
+
+    def __init__(self, parameter: Parameter | None, seed: int, rank: int):
+        self.parameter, self.seed, self.rank = parameter, int(seed), int(rank)
+
+    def set_step(self, epoch: int, step: int) -> None:
+        if self.parameter is None:
+            return
+        rng = np.random.default_rng([self.seed, epoch, step, self.rank])
+        self.parameter.set_data(Tensor(rng.random(self.parameter.shape, dtype=np.float32)))
+
+
+def make_drop_path_deterministic(net: nn.Cell, batch_size: int) -> Parameter | None:
+    """Replace every active DropPath in `net` by a SeededDropPath; returns the noise parameter (or None)."""
+    targets = []
+    for name, cell in net.cells_and_names():
+        for child_name, child in list(cell.name_cells().items()):
+            if isinstance(child, DropPath) and child.drop_prob > 0:
+                targets.append((cell, child_name, child.drop_prob))
+    if not targets:
+        return None
+    noise = Parameter(Tensor(np.zeros((len(targets), batch_size), np.float32)), name=NOISE_NAME,
+                      requires_grad=False)
+    for index, (parent, child_name, prob) in enumerate(targets):
+        setattr(parent, child_name, SeededDropPath(prob, noise, index))
+    return noise
+
+
+def has_unseeded_randomness(net: nn.Cell) -> list[str]:
+    """Names of cells whose training-time randomness is not driven by StepNoise (not exactly resumable)."""
+    found = []
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, DropPath) and cell.drop_prob > 0:
+            found.append(name)
+        if isinstance(cell, nn.Dropout) and getattr(cell, "p", 0) > 0:
+            found.append(name)
+        if getattr(cell, "stochastic", False):
+            found.append(name)
+    return found
+
+
+def apply_amp(net: nn.Cell, amp_level: str) -> nn.Cell:
+    """O0 float32; O1 MindSpore's white list; O2 float16 except BatchNorm; O3 all float16."""
+    if amp_level == "O0":
+        return net
+    return amp.auto_mixed_precision(net, amp_level)
+
+
+class NoLossScaler:
+    """Scale 1 with the same interface as amp's scalers (O0 without dynamic scaling)."""
+
+    def __init__(self):
+        self.scale_value = Parameter(Tensor(1.0, ms.float32), name="scale_value", requires_grad=False)
+
+    def scale(self, inputs):
+        return inputs
+
+    def unscale(self, inputs):
+        return inputs
+
+    def adjust(self, grads_finite):
+        return True
+
+
+def build_loss_scaler(cfg: dict):
+    """Dynamic (amp.DynamicLossScaler: 2**24, factor 2, window 2000 as the seed) or static scaling."""
+    if cfg["is_dynamic_loss_scale"]:
+        return amp.DynamicLossScaler(scale_value=2.0 ** 24, scale_factor=2, scale_window=2000)
+    if cfg["amp_level"] != "O0" and cfg["loss_scale"] > 1:
+        return amp.StaticLossScaler(float(cfg["loss_scale"]))
+    return NoLossScaler()
+
+
+def scaler_parameters(scaler) -> dict:
+    """The loss scaler's state as {name: Parameter} (saved in every checkpoint)."""
+    params = {"scale_value": scaler.scale_value}
+    if hasattr(scaler, "counter"):
+        params["counter"] = scaler.counter
+    return params
+
+
+class EMA(nn.Cell):
+    """Exponential moving average of all model parameters (BatchNorm statistics included, as timm's
+    ModelEmaV2), updated inside the compiled step after every applied optimizer update."""
+
+    def __init__(self, net: nn.Cell, decay: float):
+        super().__init__()
+        self.decay = float(decay)
+        self.sources = [p for p in net.get_parameters() if p.name != NOISE_NAME]
+        self.names = [p.name for p in self.sources]
+        self.source_tuple = ms.ParameterTuple(self.sources)
+        self.shadow = ms.ParameterTuple(
+            [Parameter(p.data.copy(), name="ema." + p.name, requires_grad=False) for p in self.sources])
+        self.hyper_map = ops.HyperMap()
+
+    def _blend(self, shadow, value):
+        return ops.assign(shadow, shadow * self.decay + value.astype(shadow.dtype) * (1.0 - self.decay))
+
+    def construct(self):
+        return self.hyper_map(self._blend, self.shadow, self.source_tuple)
+
+    def named_shadows(self) -> dict:
+        return dict(zip(self.names, self.shadow))
+
+
+def clip_value(cfg: dict):
+    value = cfg.get("clip_global_norm_value")
+    return float(value) if value else None
+
+
+class TrainStep(nn.Cell):
+    """One optimizer step as a Cell (compiled as a whole in GRAPH_MODE): returns (loss, grads_finite,
+    loss_scale).
+
+    value_and_grad over the scaled loss -> (all-reduce mean under data parallel) -> unscale ->
+    all_finite -> adjust the scale -> if finite: clip to the global norm, optimizer, EMA.
+    A Cell rather than an `ms.jit` function on purpose: a jitted closure does not see host-side
+    `Parameter.set_data` after compiling (checked on 2.10), which per-step noise and resume rely on.
+    """
+
+    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None,
+                 jit: bool = True):
+        super().__init__(auto_prefix=False)
+        self.net, self.loss_fn, self.optimizer = net, loss_fn, optimizer
+        self.scaler = scaler
+        self.clip = clip_norm is not None
+        self.clip_norm = float(clip_norm) if clip_norm is not None else 1.0
+        self.reduce = grad_reducer is not None
+        self.grad_reducer = grad_reducer if grad_reducer is not None else ops.identity
+        self.use_ema = ema is not None
+        self.ema = ema
+        self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters, has_aux=True)
+        self.jit = jit  # PyNative runs the same construct eagerly (graph_mode 1)
+
+    def forward(self, images, labels):
+        loss = self.loss_fn(self.net(images), labels)
+        return self.scaler.scale(loss), loss
+
+    def construct(self, images, labels):
+        (_, loss), grads = self.grad_fn(images, labels)
+        if self.reduce:
+            grads = self.grad_reducer(grads)
+        grads = self.scaler.unscale(grads)
+        finite = amp.all_finite(grads)
+        self.scaler.adjust(finite)
+        if finite:
+            if self.clip:
+                grads = ops.clip_by_global_norm(grads, self.clip_norm)
+            self.optimizer(grads)
+            if self.use_ema:
+                self.ema()
+        return loss, finite, self.scaler.scale_value.value()

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Evaluate ViG weights on a split of an ImageNet-format folder (the seed's eval transform).
+
+    python workflow_scripts/evaluate.py --vig_config config/models/vig_demo.yaml \\
+        --checkpoint out/vig_demo.ckpt --data_url data/demo --split val --output out/eval.json
+
+Writes JSON atomically: top1, top5, loss, num_images, class_names, per_class_accuracy {name: acc},
+confusion_matrix (rows true class, columns predicted). With --rank_table the split is sharded over the
+ranks and the counts summed, so every image counts once.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
+
+from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
+                           load_config, maybe_launch, run_cli, script_argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="model weights (.ckpt, e.g. train.py's --output_ckpt)")
+    parser.add_argument("--split", default="val", help="sub-folder of --data_url to evaluate (default %(default)s)")
+    parser.add_argument("--output", metavar="JSON", help="where to write the report (rank 0, atomically)")
+    parser.add_argument("--batch_size", type=int, metavar="N",
+                        help="images per batch per rank (default: the config's batch_size)")
+    add_launch_arguments(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = script_argv(argv)
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args)
+    data_url = args.data_url or cfg["data_url"]
+    check_data_dir(data_url, (args.split,))
+    if not Path(args.checkpoint).is_file():
+        raise UsageError(f"--checkpoint {args.checkpoint}: file not found")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: expected a positive integer")
+    script = sys.argv[0] if Path(sys.argv[0]).name == "evaluate.py" else __file__
+    code = maybe_launch(args, cfg, script, argv)
+    if code is not None:
+        return code
+
+    import json
+
+    from vig.train.checkpoint import write_json_atomic
+    from vig.train.distributed import init_process, read_topology
+    from vig.train.evaluate import run_evaluation
+
+    topology = read_topology(args.rank_table, args.node_rank)
+    ctx = init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
+    try:
+        report = run_evaluation(cfg, args.checkpoint, data_url, args.split, args.batch_size or cfg["batch_size"], ctx)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"[eval] {args.split}: top1 {report['top1']:.4f} top5 {report['top5']:.4f} loss {report['loss']:.4f} "
+          f"over {report['num_images']} images", flush=True)
+    if ctx.rank == 0:
+        if args.output:
+            write_json_atomic(Path(args.output), report)
+        else:
+            print(json.dumps({k: report[k] for k in ("top1", "top5", "loss", "num_images")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Train a ViG from a model YAML (the seed model zoo's keys), resumably, on 1..N ranks.
+
+    python workflow_scripts/train.py --vig_config config/models/vig_demo.yaml --data_url data/demo \\
+        --output_ckpt out/vig_demo.ckpt --metrics out/metrics.jsonl --state_root state --resume auto
+
+Every epoch the full state (model, optimizer, EMA, loss scaler, epoch, config hash) is written
+atomically to STATE_ROOT/<config hash>/; `--resume auto` continues from the newest valid one. With
+--rank_table the job runs data parallel: msrun on CPU/GPU, one process per device on Ascend.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
+
+from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
+                           load_config, maybe_launch, run_cli, script_argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--output_ckpt", metavar="PATH",
+                        help="final model weights as a MindSpore .ckpt (the EMA weights when ema is on); rank 0 writes it")
+    parser.add_argument("--metrics", metavar="PATH",
+                        help="JSON lines, one record per epoch: epoch, train_loss, lr, val_top1, val_top5, val_loss, "
+                             "images/s, seconds (rewritten atomically after every epoch by rank 0)")
+    parser.add_argument("--state_root", default="train_state", metavar="DIR",
+                        help="resumable per-epoch state lives in DIR/<training hash of the config>/ "
+                             "(keep it out of Snakemake outputs) (default %(default)s)")
+    parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
+                        help="auto: newest valid state in the config's state folder (default); none: start fresh; "
+                             "PATH: that state file, refused if its config hash differs")
+    add_launch_arguments(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = script_argv(argv)
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args)
+    data_url = args.data_url or cfg["data_url"]
+    check_data_dir(data_url, ("train", "val"))
+    cfg["data_url"] = data_url
+    if args.resume not in ("auto", "none"):
+        from vig.config import training_hash
+        from vig.train.checkpoint import check_config_hash, verify_state
+
+        if not Path(args.resume).is_file():
+            raise UsageError(f"--resume {args.resume}: state file not found")
+        info = verify_state(Path(args.resume))
+        check_config_hash(info.config_hash, training_hash(cfg), info.path)
+    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else __file__
+    code = maybe_launch(args, cfg, script, argv)
+    if code is not None:
+        return code
+
+    from vig.train.distributed import init_process, read_topology
+    from vig.train.loop import TrainOptions, train
+
+    topology = read_topology(args.rank_table, args.node_rank)
+    ctx = init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
+    train(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, output_ckpt=args.output_ckpt,
+                       metrics=args.metrics, resume=args.resume, log_dir=args.log_dir, ctx=ctx))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
