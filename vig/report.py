@@ -58,8 +58,11 @@ def plot_curves(metrics_jsonl, output) -> Path:
     ax_acc.plot(epochs, series("val_top5"), marker="o", label="top-5")
     ax_acc.set(title="val accuracy", xlabel="epoch", ylim=(0, 1.02))
     ax_acc.legend()
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_lr, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, output)
 
 
@@ -113,9 +116,12 @@ def plot_accuracy(inputs, output) -> Path:
               f"{r['correct_top5']} / {r['num_images']}"] for r in rows]
     table = ax.table(cellText=cells, colLabels=["model", "top-1", "top-5", "top-1 correct", "top-5 correct"],
                      loc="center", cellLoc="center")
-    table.scale(1, 1.5)
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    table.scale(1, 1.6)
     same = len({(r["num_images"], r["correct_top1"], r["correct_top5"]) for r in rows}) == 1
-    ax.set_title("parity: identical" if same else "parity: DIFFERENT", color="green" if same else "red")
+    ax.set_title("eval vs deployed model: " + ("identical counts" if same else "DIFFERENT counts"),
+                 color="green" if same else "red")
     return _save(fig, output)
 
 
