@@ -323,3 +323,35 @@ def test_report_rejects_bad_inputs(run_files, tmp_path):
     with pytest.raises(ValueError, match="confusion_matrix is \\(1, 2\\), expected \\(2, 2\\)"):
         plot("confusion", [run_files["eval"]], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic outputs and input checks of the deployment steps
+# ---------------------------------------------------------------------------------------------
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    from vig.deploy.fileio import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("interrupted")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and sorted(os.listdir(target)) == ["old.bin"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.bin").write_bytes(b"new")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and sorted(os.listdir(target)) == ["new.bin"]
+
+
+def test_infer_inputs_are_checked_before_loading_a_model(tmp_path):
+    from vig.deploy.infer import list_inputs
+
+    np.zeros((1, 3, 8, 8), np.float32).tofile(tmp_path / "a.bin")
+    np.zeros((1, 3, 8, 8), np.float32).tofile(tmp_path / "b.bin")
+    assert list_inputs(tmp_path, None) == ([tmp_path / "a.bin", tmp_path / "b.bin"], 8)
+    np.zeros((1, 3, 9, 8), np.float32).tofile(tmp_path / "c.bin")
+    with pytest.raises(ValueError, match=r"float32 1x3x8x8 \(768 bytes\); these do not:\n  c.bin: 864 bytes"):
+        list_inputs(tmp_path, None)
+    with pytest.raises(ValueError, match="a.bin: 768 bytes"):
+        list_inputs(tmp_path, 9)

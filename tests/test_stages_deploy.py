@@ -130,3 +130,16 @@ def test_checkpoint_is_loaded_strictly(chain, tmp_path):
     assert "adam_m" not in message
     with pytest.raises(ValueError, match="expected a file name ending in .mindir"):
         export_model(chain["cfg"], tmp_path / "bad.ckpt", tmp_path / "model.onnx", log=quiet)
+
+
+def test_preprocess_refuses_colliding_stems_and_wrong_class_count(chain, tmp_path):
+    data = tmp_path / "data"
+    for cls, name in (("a", "x.JPEG"), ("b", "x.png"), ("c", "y.JPEG")):
+        (data / "val" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(data / "val" / cls / name)
+    with pytest.raises(ValueError, match=r"'x': .*a/x.JPEG, .*b/x.png"):
+        preprocess_split(chain["cfg"], data, "val", tmp_path / "bins", tmp_path / "labels.json", log=quiet)
+    with pytest.raises(ValueError, match="has 3 class folders but num_classes = 5"):
+        preprocess_split(dict(chain["cfg"], num_classes=5), data, "val", tmp_path / "bins", tmp_path / "l.json",
+                         log=quiet)
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # nothing written
