@@ -143,11 +143,14 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
         raise ValueError(f"file_format={file_format!r}: expected one of {', '.join(FILE_SUFFIXES)}")
     if output.suffix.lower() != suffix:
         raise ValueError(f"{output}: expected a file name ending in {suffix} for file_format {file_format}")
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
     with native_ops():
         net = build_model(cfg, training=False)
     load_checkpoint_strict(net, checkpoint, log)
     net.set_train(False)
     size = cfg["image_size"]
+    log(f"[export] {checkpoint} loaded strictly into {cfg['arch']}; exporting {file_format} ...")
     dynamic_batch = ms.Tensor(shape=[None, 3, size, size], dtype=ms.float32)
     output.parent.mkdir(parents=True, exist_ok=True)
     # MindSpore writes 0400 files and chmods the folder it writes into to 0700: use a private temp folder
