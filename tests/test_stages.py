@@ -63,7 +63,7 @@ def problems_of(root, **kw):
 # ---------------------------------------------------------------------------------------------
 def test_verify_clean_dataset_manifest(dataset):
     manifest = check(dataset, full_decode=True)
-    assert manifest["class_to_idx"] == {"cat": 0, "dog": 1}
+    assert manifest["classes"] == ["cat", "dog"] and manifest["class_to_idx"] == {"cat": 0, "dog": 1}
     assert manifest["counts"]["train"] == {"total": 5, "per_class": {"cat": 3, "dog": 2}}
     assert manifest["counts"]["val"] == {"total": 3, "per_class": {"cat": 2, "dog": 1}}
     assert manifest["image_size"]["train"]["width"] == {"min": 20, "max": 22, "mean": 20.8}

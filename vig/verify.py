@@ -229,6 +229,7 @@ def _manifest(root: Path, splits, tree: dict, records: dict, full_decode: bool) 
         "root": str(root.resolve()),
         "splits": list(splits),
         "num_classes": len(classes),
+        "classes": classes,
         "class_to_idx": {cls: i for i, cls in enumerate(classes)},
         "counts": counts,
         "image_size": sizes,
