@@ -13,6 +13,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 import mindspore as ms
 
+from . import kernels
 from .layers import Conv2d, DropPath, Identity, activation, batch_norm, conv_bn
 
 GRAPH_CONVS = ("mr", "edge", "sage", "gin")
@@ -46,10 +47,20 @@ class DilatedKnnGraph(nn.Cell):
         super().__init__()
         self.k, self.dilation = int(k), int(dilation)
         self.stochastic, self.epsilon = bool(stochastic), float(epsilon)
+        # Fused normalise + distance + top-k + dilation on CPU (vig/models/kernels); the stochastic
+        # variant needs all k*d candidates, so it keeps the native ops.
+        self.kernel = kernels.dilated_knn(self.k, False) if not self.stochastic else None
+        self.kernel_rel = kernels.dilated_knn(self.k, True) if not self.stochastic else None
+        self.geometry = kernels.geometry(self.k, self.dilation)
 
     def construct(self, x, y=None, relative_pos=None):
         """x: (B, C, N, 1) queries, y: (B, C, M, 1) keys (x itself when None) -> (B, N, k) int32."""
         x = ops.stop_gradient(x)
+        if self.kernel is not None and x.dtype == ms.float32:
+            keys = x if y is None else ops.stop_gradient(y)
+            if relative_pos is None:
+                return ops.stop_gradient(self.kernel(x, keys, self.geometry))
+            return ops.stop_gradient(self.kernel_rel(x, keys, relative_pos, self.geometry))
         xq = l2_normalize(x.squeeze(-1), axis=1).transpose(0, 2, 1)  # (B, N, C)
         if y is None:
             yk = xq
@@ -93,11 +104,15 @@ class MRConv(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int, act: str = "gelu"):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels, act)
+        self.gather_max = kernels.gather_max()  # fused gather + max on CPU, None elsewhere
 
     def construct(self, x, idx, y=None):
-        x_j = gather_neighbours(x if y is None else y, idx)
+        keys = x if y is None else y
         # max_j(x_j - x_i) == max_j(x_j) - x_i exactly (subtraction is monotonic), one subtract less.
-        rel = ops.max(x_j, axis=-1, keepdims=True)[0] - x
+        if self.gather_max is not None and keys.dtype == ms.float32:
+            rel = self.gather_max(keys, idx)[0] - x
+        else:
+            rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
         b, c, n, _ = x.shape
         inter = ops.stack([x, rel], axis=2).reshape(b, 2 * c, n, 1)
         return self.nn(inter)

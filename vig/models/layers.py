@@ -8,6 +8,8 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import HeNormal, Zero, initializer
 
+from . import kernels
+
 
 def _on_cpu() -> bool:
     try:
@@ -20,10 +22,11 @@ class Conv2d(nn.Cell):
     """2-D convolution with PyTorch's parameter layout and initialisation.
 
     The weight is always (Cout, Cin/groups, kH, kW) and the bias (Cout,), so checkpoints are the same
-    on every backend. On CPU a k×k (k > 1) convolution is computed as an im2col of strided slices
-    followed by one matrix multiply: MindSpore hands oneDNN plain NCHW tensors, which makes it pick a
-    reference kernel that is 100-300x slower than this (see docs/performance.md). 1×1 and grouped
-    convolutions, and every convolution on GPU/Ascend, use the native operator.
+    on every backend. On CPU a k×k (k > 1) convolution is computed as an im2col (a compiled kernel from
+    vig/models/kernels, or step-1 slices when it is unavailable) followed by one 1×1 convolution:
+    MindSpore hands oneDNN plain NCHW tensors, which makes it pick a reference kernel that is 100-300x
+    slower than this (see docs/performance.md). 1×1 and grouped convolutions, and every convolution on
+    GPU/Ascend, use the native operator.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
@@ -45,11 +48,22 @@ class Conv2d(nn.Cell):
             raise ValueError(f"Conv2d impl must be 'auto', 'im2col' or 'native', got {impl!r}")
         self.impl = impl
         self.offsets = tuple((dy, dx) for dy in range(kernel_size) for dx in range(kernel_size))
+        # The compiled im2col (vig/models/kernels) when available; otherwise the slice-based one below.
+        self.im2col_kernel = kernels.im2col(kernel_size, stride, padding) if impl == "im2col" else None
+        self.im2col_geometry = kernels.geometry(kernel_size, stride, padding)
 
     def _native(self, x):
         return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
 
     def _im2col(self, x):
+        if self.im2col_kernel is not None and x.dtype == ms.float32:
+            cols = self.im2col_kernel(x, self.im2col_geometry)  # the same cols as the slices below
+        else:
+            cols = self._im2col_slices(x)
+        w = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1, 1, 1)
+        return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
+
+    def _im2col_slices(self, x):
         # Strided slices are avoided: MindSpore 2.10's CPU StridedSliceGrad fails for step > 1
         # ("input memory out of bounds"). Instead the padded map is split into its s x s phases
         # (a reshape), and each tap is a step-1 slice of one phase.
@@ -65,9 +79,7 @@ class Conv2d(nn.Cell):
         cols = []
         for dy, dx in self.offsets:
             cols.append(x[:, :, dy // s:dy // s + ho, dy % s, dx // s:dx // s + wo, dx % s])
-        cols = ops.cat(cols, axis=1)  # (B, k*k*Cin, Ho, Wo), channel = (dy*k + dx)*Cin + c
-        w = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * self.in_channels, 1, 1)
-        return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
+        return ops.cat(cols, axis=1)  # (B, k*k*Cin, Ho, Wo), channel = (dy*k + dx)*Cin + c
 
     def construct(self, x):
         y = self._im2col(x) if self.impl == "im2col" else self._native(x)
@@ -85,10 +97,24 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
 
+class GELU(nn.GELU):
+    """Exact (erf) GELU, as in the original. On CPU a compiled kernel (vig/models/kernels, 15x faster than
+    MindSpore's Erf, same values to ~1e-6); elsewhere, or for non-float32 inputs, the native op."""
+
+    def __init__(self):
+        super().__init__(approximate=False)
+        self.kernel = kernels.gelu()
+
+    def construct(self, x):
+        if self.kernel is not None and x.dtype == ms.float32:
+            return self.kernel(x)
+        return ops.gelu(x, approximate="none")
+
+
 def activation(name: str) -> nn.Cell:
     name = name.lower()
     if name == "gelu":
-        return nn.GELU(approximate=False)  # the original uses PyTorch's exact (erf) GELU
+        return GELU()  # the original uses PyTorch's exact (erf) GELU
     if name == "relu":
         return nn.ReLU()
     if name == "leakyrelu":

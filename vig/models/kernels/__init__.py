@@ -1,0 +1,211 @@
+"""Compiled CPU kernels for ViG, exposed as `mindspore.ops.Custom` primitives with gradients.
+
+MindSpore 2.10's own CPU kernels for exact GELU, top-k, max over gathered neighbours and the pieces of a
+k x k convolution are 10-100x slower than PyTorch's (docs/performance.md). The C++ sources next to this
+file are compiled with g++ on first use into a per-user cache outside the repository
+(`$VIG_KERNEL_CACHE`, default `~/.cache/vig-kernels`), keyed by a hash of source, flags, compiler and
+CPU, so a changed source or another machine never reuses a stale library.
+
+Every getter returns None when the kernels cannot be used: not on CPU, `VIG_NATIVE_OPS=1` in the
+environment, or no working g++ (a warning is logged once). Callers then use the native MindSpore op,
+which computes the same function (GPU and Ascend always take that path).
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+
+_LOG = logging.getLogger(__name__)
+_HERE = Path(__file__).resolve().parent
+_BASE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+# GELU needs -ffast-math for GCC to vectorise erff/expf through libmvec; the rest keeps IEEE semantics.
+_SOURCES = {
+    "vig_gelu.cc": ["-ffast-math"],
+    "vig_cpu_kernels.cc": ["-fno-math-errno"],
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VIG_KERNEL_CACHE") or Path.home() / ".cache" / "vig-kernels")
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + flags
+
+
+def _compiler_version(cxx: str) -> str:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+def _build(source: str, cxx: str) -> Path:
+    """Compile `source` into the cache (once per content hash) and return the library path."""
+    src = _HERE / source
+    flags = _BASE_FLAGS + _SOURCES[source]
+    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(flags).encode(),
+                                     _compiler_version(cxx).encode(), _cpu_signature().encode()])).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib = out_dir / f"{src.stem}-{key}.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent workers (msrun, pytest-xdist) build only once
+        if lib.exists():
+            return lib
+        _LOG.info("compiling %s -> %s", src, lib)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            subprocess.run([cxx, *flags, "-o", tmp, str(src)], capture_output=True, text=True, check=True)
+            os.replace(tmp, lib)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def library(source: str) -> str | None:
+    """Path of the compiled `source`, or None (with one warning) when it cannot be built."""
+    cxx = os.environ.get("CXX") or shutil.which("g++")
+    if cxx is None:
+        _LOG.warning("vig kernels: no g++ found; using MindSpore's native CPU ops (much slower)")
+        return None
+    try:
+        return str(_build(source, cxx))
+    except (OSError, subprocess.CalledProcessError) as err:
+        detail = getattr(err, "stderr", "") or err
+        _LOG.warning("vig kernels: building %s failed, using MindSpore's native CPU ops: %s", source, detail)
+        return None
+
+
+def enabled() -> bool:
+    """Whether the compiled kernels should be used in cells built now."""
+    if os.environ.get("VIG_NATIVE_OPS", "0") not in ("", "0"):
+        return False
+    try:
+        return ms.get_context("device_target") == "CPU"
+    except Exception:  # pragma: no cover - context not initialised
+        return False
+
+
+def _custom(source: str, func: str, out_shape, out_dtype, bprop=None, variant: str = ""):
+    lib = library(source)
+    if lib is None:
+        return None
+    op = ops.Custom(f"{lib}:{func}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot", bprop=bprop)
+    # PyNative caches shape inference per primitive attributes: instances whose output shape depends on
+    # their own settings (k, stride, ...) must differ in an attribute, or they get each other's shapes.
+    op.add_prim_attr("vig_variant", f"{func}:{variant}")
+    return op
+
+
+def geometry(*values: int) -> ms.Tensor:
+    """The int32 parameter vector some kernels take as their last input."""
+    return ms.Tensor(np.array(values, np.int32))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Primitive factories (None = use the native op). Built once per process and shared by all cells.
+# ---------------------------------------------------------------------------------------------------
+def gelu():
+    """Exact GELU, x -> x * Phi(x)."""
+    return _gelu() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _gelu():
+    backward = _custom("vig_gelu.cc", "GeluBackward", lambda x, dy: x, lambda x, dy: x)
+    if backward is None:
+        return None
+
+    def bprop(x, out, dout):
+        return (backward(x, dout),)
+
+    return _custom("vig_gelu.cc", "GeluForward", lambda x: x, lambda x: x, bprop)
+
+
+def im2col(kernel_size: int, stride: int, padding: int):
+    """(x (B, C, H, W), geometry(k, s, p)) -> cols (B, k*k*C, Ho, Wo), channel (dy*k + dx)*C + c."""
+    return _im2col(kernel_size, stride, padding) if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _im2col(kernel_size: int, stride: int, padding: int):
+    k, s, p = kernel_size, stride, padding
+
+    def cols_shape(x, geo):
+        return [x[0], k * k * x[1], (x[2] + 2 * p - k) // s + 1, (x[3] + 2 * p - k) // s + 1]
+
+    col2im = _custom("vig_cpu_kernels.cc", "Col2Im", lambda dcols, geo, x: x, lambda dcols, geo, x: dcols)
+    if col2im is None:
+        return None
+
+    def bprop(x, geo, out, dout):
+        return col2im(dout, geo, x), ops.zeros_like(geo)
+
+    return _custom("vig_cpu_kernels.cc", "Im2Col", cols_shape, lambda x, geo: x, bprop, f"{k},{s},{p}")
+
+
+def gather_max():
+    """(y (B, C, M, 1), idx (B, N, k) int32) -> (max_j y[b, c, idx[b, n, j]] (B, C, N, 1), argmax int32)."""
+    return _gather_max() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _gather_max():
+    def out_shape(y, idx):
+        return [y[0], y[1], idx[1], 1], [y[0], y[1], idx[1], 1]
+
+    backward = _custom("vig_cpu_kernels.cc", "GatherMaxBackward", lambda dout, arg, y: y,
+                       lambda dout, arg, y: dout)
+    if backward is None:
+        return None
+
+    def bprop(y, idx, out, dout):
+        return backward(dout[0], out[1], y), ops.zeros_like(idx)
+
+    return _custom("vig_cpu_kernels.cc", "GatherMax", out_shape, (ms.float32, ms.int32), bprop)
+
+
+def dilated_knn(k: int, with_relative_pos: bool):
+    """(x (B, C, N, 1), y (B, C, M, 1)[, rel (1, N, M)], geometry(k, d)) -> idx (B, N, k) int32: the k*d
+    nearest keys after L2 normalisation (plus rel), every d-th. No gradient (indices)."""
+    return _dilated_knn(k, with_relative_pos) if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _dilated_knn(k: int, with_relative_pos: bool):
+    if with_relative_pos:
+        def out_shape(x, y, rel, geo):
+            return [x[0], x[2], k]
+
+        def bprop(x, y, rel, geo, out, dout):
+            return ops.zeros_like(x), ops.zeros_like(y), ops.zeros_like(rel), ops.zeros_like(geo)
+
+        return _custom("vig_cpu_kernels.cc", "DilatedKnnRel", out_shape, ms.int32, bprop, str(k))
+
+    def out_shape(x, y, geo):
+        return [x[0], x[2], k]
+
+    def bprop(x, y, geo, out, dout):
+        return ops.zeros_like(x), ops.zeros_like(y), ops.zeros_like(geo)
+
+    return _custom("vig_cpu_kernels.cc", "DilatedKnn", out_shape, ms.int32, bprop, str(k))

@@ -1,0 +1,276 @@
+// CPU kernels for ViG, called through mindspore.ops.Custom(func_type="aot").
+//
+// The exact GELU lives in vig_gelu.cc (built with -ffast-math). Every entry point has MindSpore's AOT signature
+//   int F(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
+// with the inputs first and the outputs last in `params`. All tensors are contiguous float32 / int32.
+// A non-zero return makes MindSpore raise, so every kernel checks the dtypes it relies on.
+//
+// Why these exist: MindSpore 2.10 on CPU runs k x k convolutions on oneDNN's reference kernel, exact GELU,
+// top-k, max-over-neighbours and the strided slices of an im2col 10-100x slower than PyTorch
+// (docs/performance.md). Matrix products stay with MindSpore (oneDNN's fast 1x1 path).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
+
+int64_t numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---------------------------------------------------------------------------------------------------
+// im2col for a k x k convolution: x (B, C, H, W) -> cols (B, k*k*C, Ho, Wo), channel (dy*k + dx)*C + c,
+// zero padding `pad` on every side; geometry = int32 [k, stride, pad].  Col2Im is its adjoint (the
+// gradient).  The channel order is that of the slice-based im2col in vig/models/layers.py, so both paths
+// feed the same matrix product and give bit-identical convolutions.
+// ---------------------------------------------------------------------------------------------------
+int Im2Col(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32"))
+    return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const int32_t *geo = static_cast<const int32_t *>(params[1]);
+  float *cols = static_cast<float *>(params[2]);
+  const int64_t B = shapes[0][0], C = shapes[0][1], H = shapes[0][2], W = shapes[0][3];
+  const int64_t k = geo[0], s = geo[1], p = geo[2];
+  const int64_t Ho = shapes[2][2], Wo = shapes[2][3];
+  if (shapes[2][1] != k * k * C) return 2;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t plane = 0; plane < k * k * C; ++plane) {
+      const int64_t tap = plane / C, c = plane % C, dy = tap / k, dx = tap % k;
+      const float *src = x + (b * C + c) * H * W;
+      float *dst = cols + (b * k * k * C + plane) * Ho * Wo;
+      for (int64_t oy = 0; oy < Ho; ++oy) {
+        const int64_t iy = oy * s + dy - p;
+        float *row = dst + oy * Wo;
+        if (iy < 0 || iy >= H) {
+          std::memset(row, 0, sizeof(float) * Wo);
+          continue;
+        }
+        const float *srow = src + iy * W;
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          const int64_t ix = ox * s + dx - p;
+          row[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// inputs: dcols (B, k*k*C, Ho, Wo), geometry, x (only its shape is used); output dx (B, C, H, W)
+int Col2Im(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 4 || ndims[0] != 4 || ndims[3] != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32"))
+    return 1;
+  const float *cols = static_cast<const float *>(params[0]);
+  const int32_t *geo = static_cast<const int32_t *>(params[1]);
+  float *dx_out = static_cast<float *>(params[3]);
+  const int64_t B = shapes[3][0], C = shapes[3][1], H = shapes[3][2], W = shapes[3][3];
+  const int64_t k = geo[0], s = geo[1], p = geo[2];
+  const int64_t Ho = shapes[0][2], Wo = shapes[0][3];
+  if (shapes[0][1] != k * k * C) return 2;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      float *dst = dx_out + (b * C + c) * H * W;
+      std::memset(dst, 0, sizeof(float) * H * W);
+      for (int64_t tap = 0; tap < k * k; ++tap) {
+        const int64_t dy = tap / k, dx = tap % k;
+        const float *src = cols + (b * k * k * C + tap * C + c) * Ho * Wo;
+        for (int64_t oy = 0; oy < Ho; ++oy) {
+          const int64_t iy = oy * s + dy - p;
+          if (iy < 0 || iy >= H) continue;
+          float *drow = dst + iy * W;
+          const float *srow = src + oy * Wo;
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            const int64_t ix = ox * s + dx - p;
+            if (ix >= 0 && ix < W) drow[ix] += srow[ox];
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Max over gathered neighbours: y (B, C, M, 1) keys, idx (B, N, K) int32 ->
+//   out (B, C, N, 1) = max_j y[b, c, idx[b, n, j]],  arg (B, C, N, 1) int32 = the winning key index.
+// The first maximum wins (like PyTorch's max).  GatherMaxBackward routes dout to arg (scatter-add).
+// ---------------------------------------------------------------------------------------------------
+int GatherMax(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32") || ndims[1] != 3) return 1;
+  const float *y = static_cast<const float *>(params[0]);
+  const int32_t *idx = static_cast<const int32_t *>(params[1]);
+  float *out = static_cast<float *>(params[2]);
+  int32_t *arg = static_cast<int32_t *>(params[3]);
+  const int64_t B = shapes[0][0], C = shapes[0][1], M = shapes[0][2];
+  const int64_t N = shapes[1][1], K = shapes[1][2];
+  // Per batch: transpose the keys to (M, C) so every neighbour is one contiguous row, and take the
+  // running max over a whole channel vector at a time (vectorised compare + blend).
+#pragma omp parallel
+  {
+    std::vector<float> keys(M * C), best(C), best_at(C);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      const float *yb = y + b * C * M;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t m = 0; m < M; ++m) keys[m * C + c] = yb[c * M + m];
+      for (int64_t n = 0; n < N; ++n) {
+        const int32_t *nb = idx + (b * N + n) * K;
+        float *__restrict bv = best.data();
+        float *__restrict ba = best_at.data();  // key index as float (exact below 2^24): one blend type
+        const float *__restrict first = &keys[nb[0] * C];
+        const float first_at = static_cast<float>(nb[0]);
+        for (int64_t c = 0; c < C; ++c) {
+          bv[c] = first[c];
+          ba[c] = first_at;
+        }
+        for (int64_t j = 1; j < K; ++j) {
+          const float *__restrict row = &keys[nb[j] * C];
+          const float at = static_cast<float>(nb[j]);
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            const bool better = row[c] > bv[c];
+            bv[c] = better ? row[c] : bv[c];
+            ba[c] = better ? at : ba[c];
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          out[(b * C + c) * N + n] = bv[c];
+          arg[(b * C + c) * N + n] = static_cast<int32_t>(ba[c]);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// inputs: dout (B, C, N, 1), arg (B, C, N, 1) int32, y (only its shape is used); output dy (B, C, M, 1)
+int GatherMaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                      void *) {
+  if (nparam != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32")) return 1;
+  const float *dout = static_cast<const float *>(params[0]);
+  const int32_t *arg = static_cast<const int32_t *>(params[1]);
+  float *dy = static_cast<float *>(params[3]);
+  const int64_t B = shapes[3][0], C = shapes[3][1], M = shapes[3][2];
+  const int64_t N = shapes[0][2];
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      float *d = dy + (b * C + c) * M;
+      std::memset(d, 0, sizeof(float) * M);
+      const float *g = dout + (b * C + c) * N;
+      const int32_t *a = arg + (b * C + c) * N;
+      for (int64_t n = 0; n < N; ++n) d[a[n]] += g[n];
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dilated kNN on cosine-normalised features, fused: x (B, C, N, 1) queries, y (B, C, M, 1) keys,
+// [rel (1 or B, N, M) added to the distance], geometry int32 [k, dilation] -> idx (B, N, k) int32:
+// the k*dilation nearest keys by ||x_n||^2 - 2 x_n.y_m + ||y_m||^2 (after L2 normalisation, eps 1e-12),
+// ascending (ties: lower key index first), every dilation-th kept.
+// ---------------------------------------------------------------------------------------------------
+static void normalise_columns(const float *src, int64_t C, int64_t nodes, float *dst, float *sq) {
+  // F.normalize(p=2, dim=channels): every node (column of the (C, nodes) map) divided by max(||.||, 1e-12)
+  std::vector<float> inv(nodes, 0.0f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t n = 0; n < nodes; ++n) inv[n] += src[c * nodes + n] * src[c * nodes + n];
+  for (int64_t n = 0; n < nodes; ++n) inv[n] = 1.0f / std::max(std::sqrt(inv[n]), 1e-12f);
+  std::fill(sq, sq + nodes, 0.0f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t n = 0; n < nodes; ++n) {
+      const float v = src[c * nodes + n] * inv[n];
+      dst[c * nodes + n] = v;
+      sq[n] += v * v;
+    }
+}
+
+static int knn_impl(const float *x, const float *y, const float *rel, int64_t rel_batch, const int32_t *geo,
+                    int32_t *out, int64_t B, int64_t C, int64_t N, int64_t M) {
+  const int64_t k = geo[0], d = geo[1], kd = k * d;
+  if (k < 1 || d < 1 || kd > M) return 3;
+  const bool self_keys = (x == y);
+#pragma omp parallel
+  {
+    std::vector<float> xn(C * N), yn(self_keys ? 0 : C * M), xsq(N), ysq(self_keys ? 0 : M);
+    std::vector<float> dist(M), best_d(kd);
+    std::vector<int32_t> best_i(kd);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      normalise_columns(x + b * C * N, C, N, xn.data(), xsq.data());
+      if (!self_keys) normalise_columns(y + b * C * M, C, M, yn.data(), ysq.data());
+      const float *keys = self_keys ? xn.data() : yn.data();
+      const float *ksq = self_keys ? xsq.data() : ysq.data();
+      for (int64_t n = 0; n < N; ++n) {
+        // inner products with every key, accumulated over channels along the contiguous key axis
+        std::fill(dist.begin(), dist.end(), 0.0f);
+        for (int64_t c = 0; c < C; ++c) {
+          const float q = xn[c * N + n];
+          const float *krow = keys + c * M;
+          for (int64_t m = 0; m < M; ++m) dist[m] += q * krow[m];
+        }
+        const float *r = rel ? rel + ((rel_batch == 1 ? 0 : b) * N + n) * M : nullptr;
+        for (int64_t m = 0; m < M; ++m) {
+          dist[m] = xsq[n] - 2.0f * dist[m] + ksq[m];
+          if (r) dist[m] += r[m];
+        }
+        // insertion into a sorted buffer of the kd smallest; strict < keeps the lower index on ties
+        int64_t filled = 0;
+        for (int64_t m = 0; m < M; ++m) {
+          const float v = dist[m];
+          if (filled == kd && !(v < best_d[kd - 1])) continue;
+          int64_t pos = filled < kd ? filled++ : kd - 1;
+          while (pos > 0 && v < best_d[pos - 1]) {
+            best_d[pos] = best_d[pos - 1];
+            best_i[pos] = best_i[pos - 1];
+            --pos;
+          }
+          best_d[pos] = v;
+          best_i[pos] = static_cast<int32_t>(m);
+        }
+        int32_t *o = out + (b * N + n) * k;
+        for (int64_t j = 0; j < k; ++j) o[j] = best_i[j * d];
+      }
+    }
+  }
+  return 0;
+}
+
+// inputs: x (B, C, N, 1), y (B, C, M, 1), geometry; output idx (B, N, k)
+int DilatedKnn(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[2], "int32")) return 1;
+  const int64_t B = shapes[0][0], C = shapes[0][1], N = shapes[0][2], M = shapes[1][2];
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  return knn_impl(x, x == y ? x : y, nullptr, 1, static_cast<const int32_t *>(params[2]),
+                  static_cast<int32_t *>(params[3]), B, C, N, M);
+}
+
+// inputs: x (B, C, N, 1), y (B, C, M, 1), rel (1 or B, N, M), geometry; output idx (B, N, k)
+int DilatedKnnRel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 5 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[2], "float32") ||
+      !is(dtypes[3], "int32") || ndims[2] != 3)
+    return 1;
+  const int64_t B = shapes[0][0], C = shapes[0][1], N = shapes[0][2], M = shapes[1][2];
+  if (shapes[2][1] != N || shapes[2][2] != M) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  return knn_impl(x, x == y ? x : y, static_cast<const float *>(params[2]), shapes[2][0],
+                  static_cast<const int32_t *>(params[3]), static_cast<int32_t *>(params[4]), B, C, N, M);
+}
+
+}  // extern "C"
