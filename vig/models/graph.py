@@ -81,13 +81,13 @@ class DilatedKnnGraph(nn.Cell):
 
 
 def gather_neighbours(x, idx):
-    """x: (B, C, M, 1) key features, idx: (B, N, k) -> (B, C, N, k) neighbour features."""
-    b_idx = idx.shape
+    """x: (B, C, M, 1) key features, idx: (B, N, k) -> (B, C, N, k) neighbour features.
+
+    Reshapes use -1 for the batch: the exported graph keeps a dynamic batch dimension."""
+    n, k, c = idx.shape[1], idx.shape[2], x.shape[1]
     feats = x.squeeze(-1).transpose(0, 2, 1)  # (B, M, C)
-    flat = idx.reshape(b_idx[0], -1)  # (B, N*k)
-    out = ops.gather(feats, flat, 1, batch_dims=1)  # (B, N*k, C)
-    out = out.reshape(b_idx[0], b_idx[1], b_idx[2], -1)
-    return out.transpose(0, 3, 1, 2)
+    out = ops.gather(feats, idx.reshape(-1, n * k), 1, batch_dims=1)  # (B, N*k, C)
+    return out.reshape(-1, n, k, c).transpose(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,8 +113,8 @@ class MRConv(nn.Cell):
             rel = self.gather_max(keys, idx)[0] - x
         else:
             rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
-        b, c, n, _ = x.shape
-        inter = ops.stack([x, rel], axis=2).reshape(b, 2 * c, n, 1)
+        c, n = x.shape[1], x.shape[2]
+        inter = ops.stack([x, rel], axis=2).reshape(-1, 2 * c, n, 1)
         return self.nn(inter)
 
 
@@ -180,14 +180,14 @@ class DyGraphConv(nn.Cell):
         self.pool = nn.AvgPool2d(self.r, self.r) if self.r > 1 else None
 
     def construct(self, x, relative_pos=None):
-        b, c, h, w = x.shape
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
         y = None
         if self.r > 1:
-            y = self.pool(x).reshape(b, c, -1, 1)
-        x = x.reshape(b, c, -1, 1)
+            y = self.pool(x).reshape(-1, c, (h // self.r) * (w // self.r), 1)
+        x = x.reshape(-1, c, h * w, 1)
         idx = self.knn(x, y, relative_pos)
         out = self.gconv(x, idx, y)
-        return out.reshape(b, -1, h, w)
+        return out.reshape(-1, out.shape[1], h, w)
 
 
 # ----------------------------------------------------------------------------------------------
