@@ -214,6 +214,7 @@ def test_postprocess_known_top1_top5(tmp_path, capsys):
     base = np.array([7, 6, 5, 4, 3, 2, 1], dtype=np.float32)
     results = {"a": base, "b": np.roll(base, 1), "c": np.roll(base, 4), "d": np.roll(base, 5)}
     write_results(tmp_path / "result_Files", results)
+    (tmp_path / "result_Files" / ".snakemake_timestamp").write_text("")  # Snakemake's marker is ignored
     labels = {"a.JPEG": 0, "b.JPEG": 0, "c.JPEG": 0, "d.JPEG": 0}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     acc = accuracy(tmp_path / "result_Files", tmp_path / "labels.json")

@@ -42,12 +42,14 @@ def load_labels(path: str | os.PathLike) -> dict[str, int]:
 
 
 def load_results(result_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """{stem: float32 logits} for every `<stem>_0.bin`; other files are an error."""
+    """{stem: float32 logits} for every `<stem>_0.bin`; other files (but hidden ones) are an error."""
     result_dir = Path(result_dir)
     if not result_dir.is_dir():
         raise FileNotFoundError(f"{result_dir}: result folder not found")
     results, problems = {}, []
     for name in sorted(os.listdir(result_dir)):
+        if name.startswith("."):  # e.g. the .snakemake_timestamp Snakemake puts in folder outputs
+            continue
         if not name.endswith(RESULT_SUFFIX):
             problems.append(f"{name}: not a result file (expected <stem>{RESULT_SUFFIX})")
             continue
