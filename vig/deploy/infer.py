@@ -59,6 +59,21 @@ def latency_stats(per_image_ms: list[float], total_s: float, batch_size: int, wa
     }
 
 
+def _warm_up(graph, batches: list[list[Path]], image_size: int, mindir: Path) -> float:
+    """One untimed call per distinct batch shape (full and last partial): each compiles its shape."""
+    import mindspore as ms
+
+    start = time.perf_counter()
+    for warm in {len(b): b for b in (batches[0], batches[-1])}.values():
+        try:
+            _as_outputs(graph(ms.Tensor(_load_batch(warm, image_size))))
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise RuntimeError(f"{mindir}: forward of a ({len(warm)}, 3, {image_size}, {image_size}) batch "
+                               f"failed (a MINDIR exported with a fixed batch needs --batch_size equal to it): "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
+    return (time.perf_counter() - start) * 1e3
+
+
 def run_inference(mindir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                   batch_size: int = 1, image_size: int | None = None, progress_every: int = 1000,
                   log=print) -> dict:
@@ -75,17 +90,7 @@ def run_inference(mindir: str | os.PathLike, input_dir: str | os.PathLike, outpu
     graph = nn.GraphCell(ms.load(str(mindir)))
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     log(f"[infer] {mindir.name}: {len(files)} images of 3x{image_size}x{image_size}, batch {batch_size}")
-    warmup_ms = 0.0
-    # one untimed call per distinct batch shape (full and last partial): each compiles its shape
-    for warm in {len(b): b for b in (batches[0], batches[-1])}.values():
-        start = time.perf_counter()
-        try:
-            _as_outputs(graph(ms.Tensor(_load_batch(warm, image_size))))
-        except (RuntimeError, ValueError, TypeError) as exc:
-            raise RuntimeError(f"{mindir}: forward of a ({len(warm)}, 3, {image_size}, {image_size}) batch "
-                               f"failed (a MINDIR exported with a fixed batch needs --batch_size equal to it): "
-                               f"{str(exc).strip().splitlines()[0]}") from exc
-        warmup_ms += (time.perf_counter() - start) * 1e3
+    warmup_ms = _warm_up(graph, batches, image_size, mindir)
     per_image_ms, total_s, done = [], 0.0, 0
     with atomic_dir(output_dir) as tmp:
         for batch in batches:
