@@ -128,3 +128,59 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     (folder,) = (killed / "state").iterdir()
     states = sorted(p.name for p in folder.glob("state-e*.ckpt"))
     assert "state-e0003.ckpt" in states and "state-e0002.ckpt" in states and len(states) <= 3
+
+
+LEARN_YAML = """\
+arch: vig_ti_patch16_224
+model_overrides: {channels: [32], blocks: [2], k: 4, stem_stride: 4}
+image_size: 32
+num_classes: 10
+drop_path_rate: 0.0
+crop_pct: 1.0
+auto_augment: null
+re_prob: 0.0
+mix_up: 0.0
+cutmix: 0.0
+label_smoothing: 0.1
+base_lr: 0.002
+lr_linear_scaling: false
+warmup_lr: 0.0001
+min_lr: 0.00001
+warmup_length: 1
+epochs: 5
+batch_size: 16
+amp_level: O0
+is_dynamic_loss_scale: false
+num_parallel_workers: 1
+device_target: CPU
+log_every: 6
+"""
+
+
+def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
+    data = write_digits(tmp_path / "digits", train_per_class=30, val_per_class=6)  # 300 train, 60 val images
+    config = tmp_path / "learn.yaml"
+    config.write_text(LEARN_YAML)
+    out = tmp_path / "run"
+    result = subprocess.run(train_command(config, data, out), env=env(), timeout=600, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[train] epoch 5/5 step 18/18 loss" in result.stdout and "ETA" in result.stdout
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5]
+    assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss", "images/s", "seconds"} <= metrics[-1].keys()
+    assert metrics[-1]["val_images"] == 60
+    assert metrics[-1]["val_top1"] >= 0.5, metrics  # chance is 0.1
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+
+    report_path = out / "eval.json"
+    evaluated = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "evaluate.py"), "--vig_config",
+                                str(config), "--checkpoint", str(out / "weights.ckpt"), "--data_url", str(data),
+                                "--split", "val", "--output", str(report_path)], env=env(), timeout=300,
+                               capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["num_images"] == 60 and report["class_names"] == [str(d) for d in range(10)]
+    assert report["top1"] == metrics[-1]["val_top1"]  # the same weights and transform as the last epoch's eval
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 60 and np.trace(matrix) == round(report["top1"] * 60)
+    assert report["per_class_accuracy"]["3"] == matrix[3, 3] / matrix[3].sum()

@@ -1,5 +1,4 @@
 """Training state files: atomic, verified, keyed by config hash; corrupt ones are skipped, foreign ones refused."""
-import json
 import os
 import subprocess
 import sys

@@ -23,6 +23,10 @@ class _EvalForward(nn.Cell):
         return per_sample_cross_entropy(logits, labels), ops.topk(logits, self.topk)[1]
 
 
+def eval_forward(net, num_classes: int) -> nn.Cell:
+    return _EvalForward(net, min(5, num_classes))
+
+
 class _SumAcrossRanks(nn.Cell):
     def __init__(self):
         super().__init__()
@@ -33,12 +37,13 @@ class _SumAcrossRanks(nn.Cell):
 
 
 def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool = False, log=print,
-             label: str = "eval") -> dict:
+             label: str = "eval", forward: nn.Cell | None = None) -> dict:
     """Run `net` (eval mode) over `dataset` ("image", "label" int32); every short batch is padded to
     `batch_size` so graph mode compiles once. Returns top1, top5, loss, num_images, per_class_correct,
-    per_class_total, confusion (numpy, summed over ranks)."""
+    per_class_total, confusion (numpy, summed over ranks). Pass the same `forward`
+    (`eval_forward(net, num_classes)`) every epoch to compile the eval graph only once."""
     net.set_train(False)
-    forward = _EvalForward(net, min(5, num_classes))
+    forward = forward if forward is not None else eval_forward(net, num_classes)
     confusion = np.zeros((num_classes, num_classes), np.float64)
     top5_correct, loss_sum = 0.0, 0.0
     steps = dataset.get_dataset_size()

@@ -6,9 +6,8 @@ saved at epoch ends, so a run killed anywhere and resumed repeats the interrupte
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +143,7 @@ class Trainer:
         if self.ema is not None:
             self.state_groups["ema"] = self.ema.named_shadows()
         self.history: list[dict] = []
+        self.eval_forward = None
         self.best = {"top1": -1.0, "epoch": None}
 
     # ---- state ---------------------------------------------------------------------------------
@@ -240,14 +240,16 @@ class Trainer:
 
     def validate(self, epoch: int) -> dict:
         from ..data import build_eval_dataset
-        from .evaluate import evaluate
+        from .evaluate import eval_forward, evaluate
 
+        if self.eval_forward is None:
+            self.eval_forward = eval_forward(self.net, self.cfg["num_classes"])
         dataset = build_eval_dataset(self.opts.data_url, self.cfg, self.batch_size, self.ctx.rank,
                                      self.ctx.world_size, split="val")
         shadow = self.ema.named_shadows() if self.ema is not None else None
         with swapped_weights(self.net_params, shadow):
             result = evaluate(self.net, dataset, self.cfg["num_classes"], self.batch_size, self.ctx.distributed,
-                              self.log, label=f"val {epoch + 1}")
+                              self.log, label=f"val {epoch + 1}", forward=self.eval_forward)
         self.net.set_train(True)
         return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"],
                 "val_images": result["num_images"]}
@@ -261,6 +263,12 @@ class Trainer:
                     fh.write(json.dumps(record) + "\n")
 
     def export(self) -> None:
+        # every rank logs a digest of its trainable weights: equal digests = data parallel kept ranks in sync
+        # (BatchNorm running statistics are per rank, as in the seed, and are left out)
+        digest = hashlib.sha256()
+        for p in self.net.trainable_params():
+            digest.update(p.asnumpy().tobytes())
+        self.log(f"[train] rank {self.ctx.rank} trainable weights sha256 {digest.hexdigest()[:16]}")
         if self.ctx.rank != 0 or not self.opts.output_ckpt:
             return
         params = self.ema.named_shadows() if self.ema is not None else self.net_params
