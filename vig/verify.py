@@ -169,7 +169,8 @@ def _run_checks(tasks, workers: int, progress_every: int, log):
         results = map(inspect_file, tasks)
         pool = None
     else:
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        # forkserver, not fork: MindSpore (imported for the reader's extension list) runs native threads
+        pool = multiprocessing.get_context("forkserver").Pool(workers)
         results = pool.imap_unordered(inspect_file, tasks, chunksize=256)
     try:
         for done, result in enumerate(results, 1):
