@@ -1,0 +1,190 @@
+"""The compiled CPU kernels (vig/models/kernels) against MindSpore's native ops: forward and gradient.
+
+Each kernel must compute the same function as the native path it replaces, so that checkpoints and
+results do not depend on which path ran. Small shapes keep this file well under a minute.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from vig.models import create_model, kernels
+from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
+from vig.models.layers import GELU, Conv2d
+
+pytestmark = pytest.mark.skipif(kernels.library("vig_cpu_kernels.cc") is None
+                                or kernels.library("vig_gelu.cc") is None,
+                                reason="no g++ to build the CPU kernels (the native ops are used instead)")
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_draws():
+    """The same random inputs for a test whichever tests run before it."""
+    global RNG
+    RNG = np.random.default_rng(0)
+
+
+def tensor(*shape, scale=1.0):
+    return Tensor((RNG.standard_normal(shape) * scale).astype(np.float32))
+
+
+def grad_of(fn, x, weight, weights=None):
+    """d/dx (or d/dweights) of sum(fn(x) * weight): a non-uniform upstream gradient. Plain defs only:
+    graph mode cannot parse lambdas inside a differentiated function."""
+    def loss(v):
+        return (fn(v) * weight).sum()
+    if weights is not None:
+        return ms.grad(loss, grad_position=None, weights=weights)(x).asnumpy()
+    return ms.grad(loss)(x).asnumpy()
+
+
+class Call(nn.Cell):
+    """fn(x, *extra) as a Cell, so graph mode compiles it (extra: constant tensors such as indices)."""
+
+    def __init__(self, fn, *extra):
+        super().__init__()
+        self.fn, self.extra = fn, extra
+
+    def construct(self, x):
+        return self.fn(x, *self.extra)
+
+
+@pytest.fixture(params=["pynative", "graph"])
+def mode(request):
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE if request.param == "pynative" else ms.GRAPH_MODE)
+    yield request.param
+    ms.set_context(mode=previous)
+
+
+def test_kernels_are_used_on_cpu_and_disabled_by_env(monkeypatch):
+    assert GELU().kernel is not None
+    assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is not None
+    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    assert GELU().kernel is None
+    assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is None
+    assert DilatedKnnGraph(4, 2).kernel is None
+
+
+def test_gelu_matches_native_erf_gelu(mode):  # both modes: the custom bprop must compile in a graph
+    x = tensor(2, 16, 9, 7, scale=3.0)  # 2016 elements: not a multiple of the kernel's block
+    fast = GELU()
+    assert fast.kernel is not None
+    native = nn.GELU(approximate=False)
+    np.testing.assert_allclose(fast(x).asnumpy(), native(x).asnumpy(), rtol=0, atol=2e-6)
+    w = tensor(*x.shape)
+    np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=0, atol=5e-6)
+
+
+def test_gelu_value_does_not_depend_on_position():
+    fast = GELU()
+    x = tensor(1, 37, scale=2.0)
+    alone = fast(x).asnumpy()
+    shifted = fast(ops.cat([tensor(1, 5), x], axis=1)).asnumpy()[:, 5:]
+    np.testing.assert_array_equal(alone, shifted)
+
+
+@pytest.mark.parametrize("cin,cout,size,stride", [(3, 8, 17, 2), (6, 5, 8, 1)])
+def test_im2col_conv_matches_native_conv(pynative, cin, cout, size, stride):
+    fast = Conv2d(cin, cout, 3, stride, 1, impl="im2col")
+    slices = Conv2d(cin, cout, 3, stride, 1, impl="im2col")
+    slices.im2col_kernel = None
+    native = Conv2d(cin, cout, 3, stride, 1, impl="native")
+    bias = tensor(cout)
+    for conv in (fast, slices, native):
+        conv.weight.set_data(fast.weight.data.copy())
+        conv.bias.set_data(bias.copy())
+    x = tensor(2, cin, size, size)
+    out = fast(x).asnumpy()
+    np.testing.assert_array_equal(out, slices(x).asnumpy())  # same cols, same product
+    np.testing.assert_allclose(out, native(x).asnumpy(), rtol=0, atol=1e-4)
+    w = tensor(*out.shape)
+    np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(grad_of(fast, x, w, fast.weight), grad_of(native, x, w, native.weight),
+                               rtol=1e-5, atol=1e-4)
+
+
+def native_gather_max(y, idx):
+    return ops.max(gather_neighbours(y, idx), axis=-1, keepdims=True)[0]
+
+
+def first_output_of(op):
+    def value_only(y, idx):
+        return op(y, idx)[0]
+    return value_only
+
+
+@pytest.mark.parametrize("keys", [10, 5])  # keys == queries, and average-pooled keys (Pyramid ViG, r > 1)
+def test_gather_max_matches_gather_then_max(pynative, keys):
+    y = tensor(2, 8, keys, 1)
+    idx = Tensor(RNG.integers(0, keys, (2, 10, 4)).astype(np.int32))
+    op = kernels.gather_max()
+    value, arg = op(y, idx)
+    fast, native = Call(first_output_of(op), idx), Call(native_gather_max, idx)
+    np.testing.assert_array_equal(value.asnumpy(), native(y).asnumpy())
+    picked = np.take_along_axis(y.asnumpy()[..., 0], arg.asnumpy()[..., 0], axis=2)
+    np.testing.assert_array_equal(picked, value.asnumpy()[..., 0])
+    w = tensor(2, 8, 10, 1)
+    np.testing.assert_allclose(grad_of(fast, y, w), grad_of(native, y, w), rtol=0, atol=1e-6)
+
+
+def test_mrconv_gradient_matches_native(pynative, monkeypatch):
+    fast = MRConv(8, 16)
+    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    native = MRConv(8, 16)
+    assert fast.gather_max is not None and native.gather_max is None
+    ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
+    x = tensor(2, 8, 12, 1)
+    idx = Tensor(RNG.integers(0, 12, (2, 12, 3)).astype(np.int32))
+    w = tensor(2, 16, 12, 1)
+    np.testing.assert_allclose(fast(x, idx).asnumpy(), native(x, idx).asnumpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_of(Call(fast, idx), x, w), grad_of(Call(native, idx), x, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,dilation,keys,relative", [(4, 1, None, False), (3, 2, None, False), (3, 2, 9, True)])
+def test_fused_knn_matches_native_knn(pynative, monkeypatch, k, dilation, keys, relative):
+    fast = DilatedKnnGraph(k, dilation)
+    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    native = DilatedKnnGraph(k, dilation)
+    assert fast.kernel is not None and native.kernel is None
+    # random float features: exact distance ties (where the two top-k orders may differ) do not occur
+    x = tensor(2, 16, 36, 1)
+    y = tensor(2, 16, keys, 1) if keys else None
+    rel = tensor(1, 36, keys or 36, scale=0.1) if relative else None
+    got, want = fast(x, y, rel).asnumpy(), native(x, y, rel).asnumpy()
+    assert got.shape == want.shape == (2, 36, k)
+    np.testing.assert_array_equal(got, want)
+
+
+def loss_function(net):
+    loss_fn = nn.CrossEntropyLoss()
+
+    def loss_of(images, labels):
+        return loss_fn(net(images), labels)
+    return loss_of
+
+
+def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
+    """A whole ViG (every kernel and its bprop, in graph mode): loss and gradients as with the native ops.
+    (GELU differs from MindSpore's by ~1e-7, which could flip a kNN near-tie on some inputs; this input
+    has none, so any real difference in a kernel or its gradient shows.)"""
+    kw = dict(num_classes=5, channels=(16,), blocks=(2,), k=3, image_size=32, stem_stride=8)
+    ms.set_seed(0)
+    fast = create_model("vig_ti_224_gelu", **kw)
+    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    native = create_model("vig_ti_224_gelu", **kw)
+    ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
+    x, labels = tensor(2, 3, 32, 32), Tensor(np.array([1, 3], np.int32))
+    results = []
+    for net in (fast, native):
+        net.set_train(True)
+        loss, grads = ms.value_and_grad(loss_function(net), None, net.trainable_params())(x, labels)
+        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    scale = max(np.abs(g).max() for g in results[1][1])
+    for got, want in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
