@@ -51,7 +51,7 @@ def trace_forward(model, image_size: int | None = None, batch_size: int = 1) -> 
             h.remove()
         model.set_train(was_training)
         ms.set_context(mode=previous_mode)
-    return {"macs": int(total[0]) // batch_size, "output_shape": tuple(out.shape)}
+    return {"macs": int(total[0]), "output_shape": tuple(out.shape)}  # hooks count one image
 
 
 def model_complexity(model, with_macs: bool = True) -> dict:

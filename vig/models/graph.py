@@ -114,7 +114,7 @@ class MRConv(nn.Cell):
         else:
             rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
         c, n = x.shape[1], x.shape[2]
-        inter = ops.stack([x, rel], axis=2).reshape(-1, 2 * c, n, 1)
+        inter = ops.cat([x.expand_dims(2), rel.expand_dims(2)], axis=2).reshape(-1, 2 * c, n, 1)
         return self.nn(inter)
 
 
