@@ -27,7 +27,7 @@ def eval_forward(net, num_classes: int) -> nn.Cell:
     return _EvalForward(net, min(5, num_classes))
 
 
-class _SumAcrossRanks(nn.Cell):
+class SumAcrossRanks(nn.Cell):
     def __init__(self):
         super().__init__()
         self.all_reduce = ops.AllReduce()
@@ -64,7 +64,7 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
             log(f"[{label}] step {step}/{steps} {time.time() - start:.1f}s")
     stats = np.concatenate([confusion.ravel(), [top5_correct, loss_sum]])
     if distributed:
-        stats = _SumAcrossRanks()(Tensor(stats.astype(np.float32))).asnumpy().astype(np.float64)
+        stats = SumAcrossRanks()(Tensor(stats.astype(np.float32))).asnumpy().astype(np.float64)
     confusion = stats[:-2].reshape(num_classes, num_classes)
     top5_correct, loss_sum = stats[-2], stats[-1]
     total = confusion.sum()

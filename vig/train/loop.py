@@ -181,6 +181,8 @@ class Trainer:
         for epoch in range(start_epoch, epochs):
             record, steps_done = self.train_epoch(epoch, run_start, steps_run, total_steps)
             steps_run += steps_done
+            if self.ctx.distributed:
+                self.average_running_stats()
             record.update(self.validate(epoch))
             self.history.append(record)
             if record["val_top1"] > self.best["top1"]:
@@ -226,7 +228,12 @@ class Trainer:
         seconds = time.time() - epoch_start
         images = len(losses) * self.batch_size * ctx.world_size
         finite_losses = [l for l in losses if np.isfinite(l)]
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(finite_losses)) if finite_losses else float("nan"),
+        loss_sum, loss_count = float(np.sum(finite_losses)), len(finite_losses)
+        if ctx.distributed:  # the mean over every rank's batches, not rank 0's alone
+            from .evaluate import SumAcrossRanks
+
+            loss_sum, loss_count = SumAcrossRanks()(Tensor(np.array([loss_sum, loss_count], np.float32))).asnumpy()
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum / loss_count) if loss_count else float("nan"),
                   "lr": lr if losses else None, "images/s": images / max(seconds, 1e-9), "seconds": seconds}
         return record, len(losses)
 
@@ -237,6 +244,29 @@ class Trainer:
         remaining = (total_steps - (epoch * self.steps_per_epoch + step)) * (now - run_start) / max(done_here, 1)
         self.log(f"[train] epoch {epoch + 1}/{self.cfg['epochs']} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
                  f"lr {lr:.3e} loss_scale {scale:g} {rate:.1f} img/s ETA {format_eta(remaining)}")
+
+    def average_running_stats(self) -> None:
+        """Average the non-trained parameters (BatchNorm running statistics, and their EMA) over the ranks,
+        as timm's distribute_bn: the ranks then hold one model, so the sharded validation measures exactly
+        the weights rank 0 exports."""
+        from mindspore import Tensor
+
+        from .evaluate import SumAcrossRanks
+
+        trained = {id(p) for p in self.net.trainable_params()}
+        stats = [p for p in self.net_params.values() if id(p) not in trained]
+        if self.ema is not None:
+            shadows = self.ema.named_shadows()
+            stats += [shadows[name] for name, p in self.net_params.items() if id(p) not in trained]
+        if not stats:
+            return
+        flat = np.concatenate([p.asnumpy().astype(np.float32).ravel() for p in stats])
+        mean = SumAcrossRanks()(Tensor(flat)).asnumpy() / self.ctx.world_size
+        offset = 0
+        for p in stats:
+            size = int(np.prod(p.shape))
+            p.set_data(Tensor(mean[offset:offset + size].reshape(p.shape)).astype(p.dtype))
+            offset += size
 
     def validate(self, epoch: int) -> dict:
         from ..data import build_eval_dataset
