@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
 	touch $(STAMP)
 
+# The whole workflow on the embedded demo, then its accuracy table (eval vs deployed model).
 demo: $(STAMP)
 	$(BIN)/snakemake --cores 2
+	@cat results/demo/logs/summary.log
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

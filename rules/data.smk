@@ -5,6 +5,7 @@ rule prepare_demo_dataset:
         log_path("prepare_demo_dataset"),
     benchmark:
         bench_path("prepare_demo_dataset")
+    localrule: True
     conda:
         ENV
     threads: 1

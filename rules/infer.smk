@@ -62,6 +62,7 @@ rule postprocess:
         log_path("postprocess"),
     benchmark:
         bench_path("postprocess")
+    localrule: True
     conda:
         ENV
     threads: 1

@@ -10,6 +10,7 @@ rule summary:
         log_path("summary"),
     benchmark:
         bench_path("summary")
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -36,6 +37,7 @@ rule plot_training_curves:
         log_path("plot_training_curves"),
     benchmark:
         bench_path("plot_training_curves")
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -61,6 +63,7 @@ rule plot_confusion_matrix:
         log_path("plot_confusion_matrix"),
     benchmark:
         bench_path("plot_confusion_matrix")
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -86,6 +89,7 @@ rule plot_accuracy:
         log_path("plot_accuracy"),
     benchmark:
         bench_path("plot_accuracy")
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -124,6 +128,7 @@ rule plot_benchmarks:
         log_path("plot_benchmarks"),
     benchmark:
         bench_path("plot_benchmarks")
+    localrule: True
     conda:
         ENV
     threads: 1
