@@ -53,8 +53,7 @@ def main(argv=None) -> int:
     net = apply_amp(net, args.amp_level)
     total = args.warmup + args.steps
     optimizer = build_optimizer(cfg, net, build_lr_schedule(cfg, total))
-    step = TrainStep(net, SoftTargetCrossEntropy(), optimizer, build_loss_scaler(cfg), clip_value(cfg),
-                     jit=args.graph_mode == 0)
+    step = TrainStep(net, SoftTargetCrossEntropy(), optimizer, build_loss_scaler(cfg), clip_value(cfg))
     rng = np.random.default_rng(0)
     images = Tensor(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size)).astype(np.float32))
     labels = Tensor(rng.dirichlet(np.ones(args.num_classes), args.batch_size).astype(np.float32))

@@ -136,7 +136,7 @@ class Trainer:
             reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=ctx.world_size,
                                                 group=GlobalComm.WORLD_COMM_GROUP)
         self.step_fn = TrainStep(self.net, SoftTargetCrossEntropy(), self.optimizer, self.scaler,
-                                 clip_value(cfg), reducer, self.ema, jit=cfg["graph_mode"] == 0)
+                                 clip_value(cfg), reducer, self.ema)
         self.state_groups = {"net": self.net_params,
                              "opt": optimizer_parameters(self.optimizer, self.net_params),
                              "scaler": scaler_parameters(self.scaler)}
@@ -154,6 +154,9 @@ class Trainer:
             self.log(f"[resume] starting fresh (state folder {self.state_dir})")
             return 0
         extra = ckpt_io.load_state(info, self.state_groups)
+        if extra.get("world_size", self.ctx.world_size) != self.ctx.world_size:
+            self.log(f"[resume] WARNING: the state was trained on {extra['world_size']} rank(s), this job has "
+                     f"{self.ctx.world_size}: data shards and the scaled LR differ from the original run")
         self.history = extra.get("history", [])
         self.best = extra.get("best", self.best)
         self.log(f"[resume] {info.path}: {info.epoch} epoch(s) done, global step {extra.get('global_step')}, "

@@ -156,8 +156,7 @@ class TrainStep(nn.Cell):
     `Parameter.set_data` after compiling (checked on 2.10), which per-step noise and resume rely on.
     """
 
-    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None,
-                 jit: bool = True):
+    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None):
         super().__init__(auto_prefix=False)
         self.net, self.loss_fn, self.optimizer = net, loss_fn, optimizer
         self.scaler = scaler
@@ -167,8 +166,8 @@ class TrainStep(nn.Cell):
         self.grad_reducer = grad_reducer if grad_reducer is not None else ops.identity
         self.use_ema = ema is not None
         self.ema = ema
+        # compiled whole in GRAPH_MODE (graph_mode 0); PyNative (graph_mode 1) runs it eagerly
         self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters, has_aux=True)
-        self.jit = jit  # PyNative runs the same construct eagerly (graph_mode 1)
 
     def forward(self, images, labels):
         loss = self.loss_fn(self.net(images), labels)
