@@ -99,3 +99,35 @@ def test_two_msrun_workers_match_each_other_and_a_single_process(tmp_path):
     np.testing.assert_array_equal(dict(np.load(tmp_path / "dp_initial0.npz"))["pos_embed"], initial["pos_embed"])
     moved = [name for name in rank0 if not np.allclose(rank0[name], initial[name], rtol=0, atol=1e-7)]
     assert len(moved) > 0.8 * len(rank0)  # the three steps changed (nearly) every parameter
+
+
+def test_train_cli_under_msrun_from_a_rank_table(tmp_path):
+    """The real CLI: --rank_table with 2 CPU devices -> msrun, 2 workers; ranks end in sync, only rank 0
+    writes outputs, validation counts every image once across the shards."""
+    import json
+    import subprocess
+
+    from test_train_loop import TINY_YAML, write_digits
+
+    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 2 steps of 8 per rank
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML.replace("epochs: 3", "epochs: 1"))
+    table = {"version": "1.0", "server_count": "1", "status": "completed", "server_list": [
+        {"server_id": "127.0.0.1", "host_nic_ip": "reserve",
+         "device": [{"device_id": str(i), "device_ip": "0.0.0.0", "rank_id": str(i)} for i in range(2)]}]}
+    (tmp_path / "hccl_1s_2p.json").write_text(json.dumps(table))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "workflow_scripts" / "train.py"), "--vig_config", str(config),
+         "--data_url", str(data), "--rank_table", str(tmp_path / "hccl_1s_2p.json"), "--master_port",
+         str(9000 + os.getpid() % 1000), "--output_ckpt", str(out / "w.ckpt"), "--metrics", str(out / "m.jsonl"),
+         "--state_root", str(out / "state"), "--log_dir", str(out / "logs")],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "GLOG_v": "3"})
+    logs = {rank: (out / "logs" / f"train_rank{rank}.log").read_text() for rank in (0, 1)}
+    assert result.returncode == 0, result.stderr[-2000:] + logs[1][-2000:]
+    digests = [line.split()[-1] for rank in (0, 1) for line in logs[rank].splitlines() if "weights sha256" in line]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "step 2/2" in logs[1] and "rank 1/2" in (out / "logs" / "worker_1.log").read_text()
+    (record,) = [json.loads(line) for line in (out / "m.jsonl").read_text().splitlines()]
+    assert record["val_images"] == 20  # 10 + 10 shards summed
+    assert (out / "w.ckpt").is_file() and len(list((out / "state").glob("*/state-e0001.ckpt"))) == 1
