@@ -204,46 +204,49 @@ static int knn_impl(const float *x, const float *y, const float *rel, int64_t re
   const int64_t k = geo[0], d = geo[1], kd = k * d;
   if (k < 1 || d < 1 || kd > M) return 3;
   const bool self_keys = (x == y);
+  constexpr int64_t kQueries = 8;  // queries per pass over the keys: each key row is loaded once for 8
 #pragma omp parallel
   {
     std::vector<float> xn(C * N), yn(self_keys ? 0 : C * M), xsq(N), ysq(self_keys ? 0 : M);
-    std::vector<float> dist(M), best_d(kd);
-    std::vector<int32_t> best_i(kd);
+    std::vector<float> dist(kQueries * M);
+    std::vector<int32_t> order(M);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       normalise_columns(x + b * C * N, C, N, xn.data(), xsq.data());
       if (!self_keys) normalise_columns(y + b * C * M, C, M, yn.data(), ysq.data());
       const float *keys = self_keys ? xn.data() : yn.data();
       const float *ksq = self_keys ? xsq.data() : ysq.data();
-      for (int64_t n = 0; n < N; ++n) {
-        // inner products with every key, accumulated over channels along the contiguous key axis
+      for (int64_t n0 = 0; n0 < N; n0 += kQueries) {
+        const int64_t nq = std::min(kQueries, N - n0);
+        // inner products of nq queries with every key, accumulated over channels along the contiguous
+        // key axis of the (C, M) map
         std::fill(dist.begin(), dist.end(), 0.0f);
         for (int64_t c = 0; c < C; ++c) {
-          const float q = xn[c * N + n];
           const float *krow = keys + c * M;
-          for (int64_t m = 0; m < M; ++m) dist[m] += q * krow[m];
-        }
-        const float *r = rel ? rel + ((rel_batch == 1 ? 0 : b) * N + n) * M : nullptr;
-        for (int64_t m = 0; m < M; ++m) {
-          dist[m] = xsq[n] - 2.0f * dist[m] + ksq[m];
-          if (r) dist[m] += r[m];
-        }
-        // insertion into a sorted buffer of the kd smallest; strict < keeps the lower index on ties
-        int64_t filled = 0;
-        for (int64_t m = 0; m < M; ++m) {
-          const float v = dist[m];
-          if (filled == kd && !(v < best_d[kd - 1])) continue;
-          int64_t pos = filled < kd ? filled++ : kd - 1;
-          while (pos > 0 && v < best_d[pos - 1]) {
-            best_d[pos] = best_d[pos - 1];
-            best_i[pos] = best_i[pos - 1];
-            --pos;
+          for (int64_t q = 0; q < nq; ++q) {
+            const float xq = xn[c * N + n0 + q];
+            float *__restrict drow = &dist[q * M];
+#pragma omp simd
+            for (int64_t m = 0; m < M; ++m) drow[m] += xq * krow[m];
           }
-          best_d[pos] = v;
-          best_i[pos] = static_cast<int32_t>(m);
         }
-        int32_t *o = out + (b * N + n) * k;
-        for (int64_t j = 0; j < k; ++j) o[j] = best_i[j * d];
+        for (int64_t q = 0; q < nq; ++q) {
+          const int64_t n = n0 + q;
+          float *drow = &dist[q * M];
+          const float *r = rel ? rel + ((rel_batch == 1 ? 0 : b) * N + n) * M : nullptr;
+          for (int64_t m = 0; m < M; ++m) {
+            drow[m] = xsq[n] - 2.0f * drow[m] + ksq[m];
+            if (r) drow[m] += r[m];
+            if (std::isnan(drow[m])) drow[m] = INFINITY;  // keeps the sort's ordering strict-weak
+          }
+          // the kd smallest in ascending order; ties go to the lower key index
+          for (int64_t m = 0; m < M; ++m) order[m] = static_cast<int32_t>(m);
+          auto closer = [drow](int32_t i, int32_t j) { return drow[i] < drow[j] || (drow[i] == drow[j] && i < j); };
+          if (kd < M) std::nth_element(order.begin(), order.begin() + kd, order.end(), closer);
+          std::sort(order.begin(), order.begin() + kd, closer);
+          int32_t *o = out + (b * N + n) * k;
+          for (int64_t j = 0; j < k; ++j) o[j] = order[j * d];
+        }
       }
     }
   }
