@@ -142,12 +142,12 @@ re_prob: 0.0
 mix_up: 0.0
 cutmix: 0.0
 label_smoothing: 0.1
-base_lr: 0.002
+base_lr: 0.001
 lr_linear_scaling: false
 warmup_lr: 0.0001
 min_lr: 0.00001
 warmup_length: 1
-epochs: 5
+epochs: 6
 batch_size: 16
 amp_level: O0
 is_dynamic_loss_scale: false
@@ -164,9 +164,9 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(train_command(config, data, out), env=env(), timeout=600, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[train] epoch 5/5 step 18/18 loss" in result.stdout and "ETA" in result.stdout
+    assert "[train] epoch 6/6 step 18/18 loss" in result.stdout and "ETA" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     assert {"train_loss", "lr", "val_top1", "val_top5", "val_loss", "images/s", "seconds"} <= metrics[-1].keys()
     assert metrics[-1]["val_images"] == 60
     assert metrics[-1]["val_top1"] >= 0.5, metrics  # chance is 0.1

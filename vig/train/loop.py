@@ -195,6 +195,7 @@ class Trainer:
                      f"{record['val_top1']:.4f} val_top5 {record['val_top5']:.4f} val_loss {record['val_loss']:.4f} "
                      f"{record['images/s']:.1f} img/s {record['seconds']:.1f}s")
             self.save(epoch + 1)
+        self.write_metrics()  # also when resuming a finished run: the outputs are rebuilt from the state
         self.export()
         return self.history[-1] if self.history else {}
 
