@@ -322,3 +322,17 @@ def test_eval_shards_count_every_image_once(id_root):
 def test_data_config_defaults_and_yaml_lists():
     cfg = data_config({"mean": [0.5, 0.5, 0.5], "arch": "vig_s_patch16_224"})  # foreign keys are ignored
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["crop_pct"] == 0.875 and cfg["rand_augment"].increasing
+
+
+def test_posterize_to_zero_bits_gives_black_not_an_error():
+    """rand-m9-mstd0.5-inc1 (the seed's string) can draw magnitude 10: PosterizeIncreasing keeps 0 bits."""
+    from PIL import Image
+
+    from vig.data.rand_augment import _posterize, _posterize_increasing_args
+
+    img = Image.fromarray(np.full((8, 8, 3), 200, np.uint8))
+    (bits,) = _posterize_increasing_args(10.0, None)
+    assert bits == 0
+    out = np.asarray(_posterize(img, bits, None, None))
+    assert out.shape == (8, 8, 3) and out.max() == 0
+    assert np.asarray(_posterize(img, 4, None, None)).max() == 192  # 200 & 0b11110000

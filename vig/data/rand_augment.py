@@ -136,7 +136,11 @@ def _invert(img, fill, resample):
 
 
 def _posterize(img, bits, fill, resample):
-    return img if bits >= 8 else ImageOps.posterize(img, bits)
+    if bits >= 8:
+        return img
+    if bits <= 0:  # keep no bit: black. Pillow >= 10 rejects 0 bits; older PIL (timm's) gave this.
+        return Image.new(img.mode, img.size, 0)
+    return ImageOps.posterize(img, bits)
 
 
 def _solarize(img, threshold, fill, resample):
