@@ -54,15 +54,29 @@ ARCH = MODEL_CFG["arch"]
 TRAIN_HASH = training_hash(MODEL_CFG)
 
 
-def model_args():
-    """--vig_config plus one --set per train_overrides entry (JSON values are valid YAML)."""
+NETWORK_KEYS = (
+    "arch",
+    "model_overrides",
+    "num_classes",
+    "image_size",
+    "crop_pct",
+    "mean",
+    "std",
+    "interpolation",
+)
+
+
+def model_args(only=None):
+    """--vig_config plus one --set per train_overrides entry (JSON values are valid YAML); `only`
+    keeps the overrides a step depends on, so other keys do not rerun it."""
     args = ["--vig_config", MODEL_CONFIG]
     for key, value in TRAIN_OVERRIDES.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
+        if only is None or key in only:
+            args += ["--set", f"{key}={json.dumps(value)}"]
     return " ".join(shlex.quote(a) for a in args)
 
 
-LAUNCH_KEYS = ("master_addr", "master_port")
+LAUNCH_KEYS = ("master_addr", "master_port", "nodes")
 
 
 def rank_table_section():
@@ -108,6 +122,16 @@ def train_resources():
 
 
 TRAIN_RESOURCES = train_resources()
+
+
+def launch_prefix():
+    """Multi-node: one launcher per node (msrun, or the Ascend per-device processes), started by
+    srun inside the training job's allocation; each reads its node rank from SLURM_NODEID.
+    """
+    servers, _ = train_topology()
+    if servers == 1:
+        return ""
+    return f"srun --nodes={servers} --ntasks-per-node=1 --kill-on-bad-exit=1"
 
 
 def training_params():

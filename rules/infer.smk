@@ -18,7 +18,7 @@ rule preprocess_310:
         runtime=60,
     params:
         script=script("preprocess_310"),
-        model=model_args(),
+        model=model_args(only=NETWORK_KEYS),
         data=data_dir_param,
         network=model_params(),
     shell:

@@ -19,16 +19,21 @@ rule train:
     resources:
         **TRAIN_RESOURCES,
     params:
+        launch=launch_prefix(),
         script=script("train"),
         model=model_args(),
         data=data_dir_param,
         state_root=run_path("train_state"),
         log_dir=run_path("logs/train_workers"),
         master_port=config["cluster"].get("master_port", 8118),
-        master_addr=config["cluster"].get("master_addr", "127.0.0.1"),
+        master_addr=(
+            f"--master_addr {config['cluster']['master_addr']}"
+            if "master_addr" in config["cluster"]
+            else ""
+        ),
         training=training_params(),
     shell:
-        "python {params.script} {params.model} --data_url {params.data:q} "
+        "{params.launch} python {params.script} {params.model} --data_url {params.data:q} "
         "--rank_table {input.rank_table} --output_ckpt {output.ckpt} --metrics {output.metrics} "
         "--state_root {params.state_root} --resume auto --log_dir {params.log_dir} "
-        "--master_addr {params.master_addr} --master_port {params.master_port} > {log} 2>&1"
+        "{params.master_addr} --master_port {params.master_port} > {log} 2>&1"

@@ -89,3 +89,17 @@ def test_rank_table_problems_fail_before_launch(tmp_path):
     result = subprocess.run(base + ["--rank_table", str(path), "--launcher", "ascend"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "device_target Ascend" in result.stderr
+
+
+def test_slurm_supplies_node_rank_and_master_for_multi_node_jobs(monkeypatch):
+    import socket
+
+    from vig.train.cli import slurm_defaults
+
+    assert slurm_defaults(None, None, env={}) == (0, "127.0.0.1")
+    monkeypatch.setattr(socket, "gethostbyname", lambda host: {"node07": "10.0.0.7"}[host])
+    env = {"SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "node[07-08]", "SLURM_JOB_NUM_NODES": "2"}
+    assert slurm_defaults(None, None, env=env) == (1, "10.0.0.7")
+    assert slurm_defaults(0, "192.168.0.1", env=env) == (0, "192.168.0.1")  # explicit flags win
+    one_node = {"SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "node07", "SLURM_JOB_NUM_NODES": "1"}
+    assert slurm_defaults(None, None, env=one_node) == (0, "127.0.0.1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -34,10 +35,13 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--launcher", default="auto", choices=LAUNCHERS,
                        help="auto: none for 1 rank, msrun on CPU/GPU, ascend on Ascend; none: run in this process "
                             "(what every launched worker runs)")
-    group.add_argument("--master_addr", default="127.0.0.1", help="msrun scheduler address (default %(default)s)")
+    group.add_argument("--master_addr", default=None,
+                       help="msrun scheduler address (default: under a multi-node Slurm job the first node of "
+                            "SLURM_JOB_NODELIST, otherwise 127.0.0.1)")
     group.add_argument("--master_port", type=int, default=8118, help="msrun scheduler port (default %(default)s)")
-    group.add_argument("--node_rank", type=int, default=0,
-                       help="index of this server in the rank table's server_list (default %(default)s)")
+    group.add_argument("--node_rank", type=int, default=None,
+                       help="index of this server in the rank table's server_list (default: SLURM_NODEID "
+                            "under Slurm, otherwise 0)")
     group.add_argument("--log_dir", default="logs",
                        help="per-rank logs (worker_<rank>.log from the launcher, train_rank<rank>.log) "
                             "(default %(default)s)")
@@ -58,9 +62,26 @@ def check_data_dir(data_url: str, splits: tuple[str, ...]) -> None:
                              f"{'/ and '.join(splits)}/ with one sub-folder per class")
 
 
+def slurm_defaults(node_rank: int | None, master_addr: str | None, env=os.environ) -> tuple[int, str]:
+    """Node rank and msrun master when not given: under Slurm (one launcher per node, started by srun)
+    the node's SLURM_NODEID and the first node of the job; otherwise 0 and this host."""
+    if node_rank is None:
+        node_rank = int(env.get("SLURM_NODEID", 0))
+    if master_addr is None:
+        nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if nodes and int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", 1))) > 1:
+            from ..cluster import expand_nodelist
+
+            master_addr = socket.gethostbyname(expand_nodelist(nodes)[0])
+        else:
+            master_addr = "127.0.0.1"
+    return node_rank, master_addr
+
+
 def maybe_launch(args, cfg: dict, script: str, argv: list[str]) -> int | None:
     """Start the launcher for a multi-rank job (returns its exit code), print its plan for
     --dry_run_launch, or return None when this process should do the work itself."""
+    args.node_rank, args.master_addr = slurm_defaults(args.node_rank, args.master_addr)
     topology = read_topology(args.rank_table, args.node_rank)
     launcher = resolve_launcher(args.launcher, cfg["device_target"], topology)
     if launcher == "none":
