@@ -17,7 +17,7 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
-                           load_config, maybe_launch, run_cli, script_argv)
+                           launch_or_init, load_config, run_cli, script_argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,19 +43,15 @@ def main(argv=None) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint}: file not found")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected a positive integer")
-    script = sys.argv[0] if Path(sys.argv[0]).name == "evaluate.py" else __file__
-    code = maybe_launch(args, cfg, script, argv)
+    code, ctx = launch_or_init(args, cfg, __file__, argv)
     if code is not None:
         return code
 
     import json
 
     from vig.train.checkpoint import write_json_atomic
-    from vig.train.distributed import init_process, read_topology
     from vig.train.evaluate import run_evaluation
 
-    topology = read_topology(args.rank_table, args.node_rank)
-    ctx = init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
     try:
         report = run_evaluation(cfg, args.checkpoint, data_url, args.split, args.batch_size or cfg["batch_size"], ctx)
     except ValueError as exc:

@@ -17,7 +17,7 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
-                           load_config, maybe_launch, run_cli, script_argv)
+                           launch_or_init, load_config, run_cli, script_argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,16 +53,12 @@ def main(argv=None) -> int:
             raise UsageError(f"--resume {args.resume}: state file not found")
         info = verify_state(Path(args.resume))
         check_config_hash(info.config_hash, training_hash(cfg), info.path)
-    script = sys.argv[0] if Path(sys.argv[0]).name == "train.py" else __file__
-    code = maybe_launch(args, cfg, script, argv)
+    code, ctx = launch_or_init(args, cfg, __file__, argv)
     if code is not None:
         return code
 
-    from vig.train.distributed import init_process, read_topology
     from vig.train.loop import TrainOptions, train
 
-    topology = read_topology(args.rank_table, args.node_rank)
-    ctx = init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
     train(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, output_ckpt=args.output_ckpt,
                        metrics=args.metrics, resume=args.resume, log_dir=args.log_dir, ctx=ctx))
     return 0

@@ -97,6 +97,19 @@ def maybe_launch(args, cfg: dict, script: str, argv: list[str]) -> int | None:
     return run_plan(plan)
 
 
+def launch_or_init(args, cfg: dict, script_file: str, argv: list[str]):
+    """Either run the launcher for a multi-rank job and return (exit code, None), or set this process
+    up as one rank and return (None, its context)."""
+    script = sys.argv[0] if Path(sys.argv[0]).name == Path(script_file).name else script_file
+    code = maybe_launch(args, cfg, script, argv)
+    if code is not None:
+        return code, None
+    from .distributed import init_process, read_topology
+
+    topology = read_topology(args.rank_table, args.node_rank)
+    return None, init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
+
+
 def run_cli(main, argv=None) -> int:
     """Run `main(argv)`, turning expected input errors into one clear line and exit code 2."""
     from .checkpoint import StateError
