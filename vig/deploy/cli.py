@@ -26,7 +26,10 @@ def set_device(cfg: dict, graph_mode: bool = True) -> None:
 
     target = cfg.get("device_target", "CPU")
     if target == "CPU":
+        from ..models.kernels import set_cpu_threads
+
         ms.set_device(target)
+        set_cpu_threads()  # one op thread per core instead of MindSpore's 25
     else:
         ms.set_device(target, int(os.environ.get("DEVICE_ID", cfg.get("device_id", 0))))
     if graph_mode:
