@@ -142,13 +142,18 @@ def _graph(rng, b=2, c=8, n=6, k=3):
     return x, idx
 
 
-def test_mr_conv_matches_reference(pynative):
-    rng = np.random.default_rng(3)
+def _run_graph_conv(cell_class, seed):
+    """A graph conv with random parameters in eval mode on a random tiny graph: (x, idx, cell, output)."""
+    rng = np.random.default_rng(seed)
     x, idx = _graph(rng)
-    cell = MRConv(8, 16)
+    cell = cell_class(8, 16)
     randomise(cell, rng)
     cell.set_train(False)
-    got = cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
+    return x, idx, cell, cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
+
+
+def test_mr_conv_matches_reference(pynative):
+    x, idx, cell, got = _run_graph_conv(MRConv, 3)
     xj = (gather_np(x, idx) - x[..., None]).max(-1)
     inter = np.stack([x, xj], axis=2).reshape(2, 16, 6)  # x_0, xj_0, x_1, xj_1, ...
     want = np_basic_conv(cell.nn, inter[..., None])
@@ -156,12 +161,7 @@ def test_mr_conv_matches_reference(pynative):
 
 
 def test_edge_conv_matches_reference(pynative):
-    rng = np.random.default_rng(4)
-    x, idx = _graph(rng)
-    cell = EdgeConv(8, 16)
-    randomise(cell, rng)
-    cell.set_train(False)
-    got = cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
+    x, idx, cell, got = _run_graph_conv(EdgeConv, 4)
     xi = np.repeat(x[..., None], 3, -1)
     feats = np.concatenate([xi, gather_np(x, idx) - xi], 1)
     want = np_basic_conv(cell.nn, feats).max(-1, keepdims=True)
@@ -169,24 +169,14 @@ def test_edge_conv_matches_reference(pynative):
 
 
 def test_graphsage_matches_reference(pynative):
-    rng = np.random.default_rng(5)
-    x, idx = _graph(rng)
-    cell = GraphSAGE(8, 16)
-    randomise(cell, rng)
-    cell.set_train(False)
-    got = cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
+    x, idx, cell, got = _run_graph_conv(GraphSAGE, 5)
     xj = np_basic_conv(cell.nn1, gather_np(x, idx)).max(-1, keepdims=True)
     want = np_basic_conv(cell.nn2, np.concatenate([x[..., None], xj], 1))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_gin_conv_matches_reference(pynative):
-    rng = np.random.default_rng(6)
-    x, idx = _graph(rng)
-    cell = GINConv(8, 16)
-    randomise(cell, rng)
-    cell.set_train(False)
-    got = cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
+    x, idx, cell, got = _run_graph_conv(GINConv, 6)
     eps = cell.eps.asnumpy()[0]
     want = np_basic_conv(cell.nn, ((1 + eps) * x + gather_np(x, idx).sum(-1))[..., None])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
