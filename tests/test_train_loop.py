@@ -21,8 +21,7 @@ image_size: 32
 num_classes: 10
 drop_path_rate: 0.2
 crop_pct: 1.0
-# fixed magnitude: with mstd the data module can draw posterize bits 0, which PIL rejects
-auto_augment: rand-m9-inc1
+auto_augment: rand-m9-mstd0.5-inc1
 base_lr: 0.002
 lr_linear_scaling: false
 warmup_lr: 0.0001
