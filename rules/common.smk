@@ -1,7 +1,6 @@
 # Helpers shared by every stage: paths, the merged model config, per-step parameter subsets.
 import json
 import shlex
-import sys
 from pathlib import Path
 
 from vig.config import (
@@ -10,7 +9,6 @@ from vig.config import (
     coerce_to_schema,
     load_model_config,
     model_schema,
-    training_hash,
 )
 
 RUN = f"results/{config['run_name']}"
@@ -51,7 +49,6 @@ except ConfigError as exc:
     ) from None
 
 ARCH = MODEL_CFG["arch"]
-TRAIN_HASH = training_hash(MODEL_CFG)
 
 
 NETWORK_KEYS = (
