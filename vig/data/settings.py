@@ -5,30 +5,18 @@
 import math
 import os
 
+from ..config import DEFAULTS as CONFIG_DEFAULTS
 from .rand_augment import parse_rand_augment
 
-# Seed values: mindspore-ai/models research/cv/ViG/src/configs/vig_s_patch16_224.yaml, eval as in its
-# src/data/imagenet.py (resize 256 for 224 = crop_pct 0.875, ImageNet mean/std). `interpolation` drives
-# the crop, RandAugment and the eval resize alike (the seed hard-codes bicubic for the first and last).
-DEFAULTS = {
-    "image_size": 224,
-    "auto_augment": "rand-m9-mstd0.5-inc1",
-    "interpolation": "bicubic",
-    "re_prob": 0.25,
-    "re_mode": "pixel",
-    "re_count": 1,
-    "mix_up": 0.8,
-    "cutmix": 1.0,
-    "mixup_prob": 1.0,
-    "switch_prob": 0.5,
-    "mixup_mode": "batch",
-    "label_smoothing": 0.1,
-    "num_classes": 1000,
-    "num_parallel_workers": 8,
-    "crop_pct": 0.875,
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-}
+# The data keys of the one table of seed defaults (vig/config.py): image_size, augmentation,
+# mixup, smoothing, workers, and eval crop_pct 0.875 with ImageNet mean/std (the seed resizes 256 for
+# 224). `interpolation` drives the crop, RandAugment and the eval resize alike (the seed hard-codes
+# bicubic for the first and last).
+DATA_KEYS = ("image_size", "auto_augment", "interpolation", "re_prob", "re_mode", "re_count", "mix_up", "cutmix",
+             "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing", "num_classes", "num_parallel_workers",
+             "crop_pct", "mean", "std")
+DEFAULTS = {key: tuple(CONFIG_DEFAULTS[key]) if isinstance(CONFIG_DEFAULTS[key], list) else CONFIG_DEFAULTS[key]
+            for key in DATA_KEYS}
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 ERASE_MODES = ("pixel", "const", "rand")
