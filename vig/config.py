@@ -140,6 +140,20 @@ def parse_override(item: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def add_config_arguments(parser) -> None:
+    """--vig_config YAML and repeatable --set KEY=VALUE: how every CLI names its model config."""
+    parser.add_argument("--vig_config", "--config", dest="vig_config", required=True, metavar="YAML",
+                        help="model/training YAML (config/models/*.yaml; the seed's keys are accepted as they are)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key with a YAML value, e.g. --set epochs=3 --set beta=[0.9,0.99]; "
+                             "repeatable")
+
+
+def config_from_args(args) -> dict:
+    """The validated config named by add_config_arguments' options."""
+    return load_model_config(args.vig_config, dict(parse_override(item) for item in args.overrides))
+
+
 def load_model_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
     """Read a model YAML, apply overrides, fill defaults, validate. Errors name file and key."""
     path = Path(path)

@@ -1,23 +1,10 @@
 """Shared pieces of the deployment CLIs (workflow_scripts/*.py): the model config options and error exit."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--vig_config YAML and repeatable --set KEY=VALUE, as in train.py/eval.py."""
-    parser.add_argument("--vig_config", "--config", dest="vig_config", required=True, metavar="YAML",
-                        help="model YAML (config/models/*.yaml; the seed's keys)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key with a YAML value, e.g. --set device_target=CPU; repeatable")
-
-
-def load_config(args) -> dict:
-    from ..config import load_model_config, parse_override
-
-    return load_model_config(args.vig_config, dict(parse_override(item) for item in args.overrides))
+from ..config import add_config_arguments, config_from_args as load_config  # noqa: F401  (re-exported)
 
 
 def set_device(cfg: dict, graph_mode: bool = True) -> None:

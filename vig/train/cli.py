@@ -9,7 +9,9 @@ import socket
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, load_model_config, parse_override
+from ..config import ConfigError
+from ..config import add_config_arguments as add_model_config_arguments
+from ..config import config_from_args as load_config  # noqa: F401  (the CLIs' name for it)
 from .distributed import LAUNCHERS, LaunchError, format_plan, launch_plan, read_topology, resolve_launcher, run_plan
 
 
@@ -18,11 +20,7 @@ class UsageError(ValueError):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vig_config", "--config", dest="vig_config", required=True, metavar="YAML",
-                        help="model/training YAML (config/models/*.yaml; the seed's keys are accepted as they are)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key with a YAML value, e.g. --set epochs=3 --set beta=[0.9,0.99]; "
-                             "repeatable")
+    add_model_config_arguments(parser)
     parser.add_argument("--data_url", metavar="DIR",
                         help="ImageNet-format folder with train/<class>/ and val/<class>/ (overrides the YAML's data_url)")
 
@@ -47,11 +45,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default %(default)s)")
     group.add_argument("--dry_run_launch", action="store_true",
                        help="print the exact command lines and environments the launcher would run, then exit")
-
-
-def load_config(args) -> dict:
-    overrides = dict(parse_override(item) for item in args.overrides)
-    return load_model_config(args.vig_config, overrides)
 
 
 def check_data_dir(data_url: str, splits: tuple[str, ...]) -> None:
