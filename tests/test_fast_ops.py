@@ -12,10 +12,10 @@ from mindspore import Tensor, nn, ops
 
 from vig.models import create_model, kernels
 from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
-from vig.models.layers import GELU, Conv2d
+from vig.models.layers import GELU, BatchNorm2d, Conv2d
 
-pytestmark = pytest.mark.skipif(kernels.library("vig_cpu_kernels.cc") is None
-                                or kernels.library("vig_gelu.cc") is None,
+pytestmark = pytest.mark.skipif(any(kernels.library(src) is None
+                                    for src in ("vig_cpu_kernels.cc", "vig_gelu.cc", "vig_norm.cc")),
                                 reason="no g++ to build the CPU kernels (the native ops are used instead)")
 
 RNG = np.random.default_rng(0)
@@ -64,9 +64,13 @@ def mode(request):
 def test_kernels_are_used_on_cpu_and_disabled_by_env(monkeypatch):
     assert GELU().kernel is not None
     assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is not None
+    assert Conv2d(3, 8, 1).bias_kernel is not None and Conv2d(3, 8, 1, bias=False).bias_kernel is None
+    assert BatchNorm2d(4).train_kernel is not None
     monkeypatch.setenv("VIG_NATIVE_OPS", "1")
     assert GELU().kernel is None
     assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is None
+    assert Conv2d(3, 8, 1).bias_kernel is None
+    assert BatchNorm2d(4).train_kernel is None
     assert DilatedKnnGraph(4, 2).kernel is None
 
 
@@ -106,6 +110,53 @@ def test_im2col_conv_matches_native_conv(pynative, cin, cout, size, stride):
     np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=0, atol=1e-4)
     np.testing.assert_allclose(grad_of(fast, x, w, fast.weight), grad_of(native, x, w, native.weight),
                                rtol=1e-5, atol=1e-4)
+
+
+def bn_step(bn, x, weight):
+    """One training-mode call: output, gradients (x, gamma, beta) and the updated running statistics."""
+    bn.set_train(True)
+
+    def loss(v):
+        return (bn(v) * weight).sum()
+    out, (dx, (dgamma, dbeta)) = ms.value_and_grad(loss, 0, bn.trainable_params())(x)
+    return [out.asnumpy(), dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy(), bn.moving_mean.asnumpy(),
+            bn.moving_variance.asnumpy()]
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5, 7), (3, 5, 11, 1)])
+def test_batch_norm_kernel_matches_native(mode, shape):
+    fast, native = BatchNorm2d(shape[1]), nn.BatchNorm2d(shape[1], eps=1e-5, momentum=0.9)
+    assert fast.train_kernel is not None
+    gamma, beta = tensor(shape[1]), tensor(shape[1])
+    for bn in (fast, native):
+        bn.gamma.set_data(gamma.copy())
+        bn.beta.set_data(beta.copy())
+    x, w = tensor(*shape, scale=3.0) + 5.0, tensor(*shape)  # a large mean: the gradient must not cancel
+    for _ in range(2):  # the second call starts from updated running statistics
+        got, want = bn_step(fast, x, w), bn_step(native, x, w)
+        for name, a, b in zip(("loss", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"), got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(b).max()), err_msg=name)
+    assert not np.allclose(got[4], 0.0)  # the running mean did move
+    fast.set_train(False)
+    native.set_train(False)
+    np.testing.assert_allclose(fast(x).asnumpy(), native(x).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_bias_add_kernel_matches_broadcast_add(mode):
+    fast = Conv2d(6, 5, 1)
+    native = Conv2d(6, 5, 1)
+    native.bias_kernel = None
+    bias = tensor(5)
+    for conv in (fast, native):
+        conv.weight.set_data(fast.weight.data.copy())
+        conv.bias.set_data(bias.copy())
+    x = tensor(3, 6, 9, 4)
+    out = fast(x).asnumpy()
+    np.testing.assert_array_equal(out, native(x).asnumpy())
+    w = tensor(*out.shape)
+    np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grad_of(fast, x, w, fast.bias), grad_of(native, x, w, native.bias),
+                               rtol=1e-5, atol=1e-5)
 
 
 def native_gather_max(y, idx):
@@ -183,8 +234,12 @@ def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
     for net in (fast, native):
         net.set_train(True)
         loss, grads = ms.value_and_grad(loss_function(net), None, net.trainable_params())(x, labels)
-        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
+        stats = [p.asnumpy() for p in net.get_parameters() if "moving_" in p.name]
+        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads], stats))
     assert abs(results[0][0] - results[1][0]) < 1e-5
     scale = max(np.abs(g).max() for g in results[1][1])
     for got, want in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+    assert len(results[0][2]) == len(results[1][2]) > 0
+    for got, want in zip(results[0][2], results[1][2]):  # BatchNorm running statistics
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -51,16 +51,22 @@ class Conv2d(nn.Cell):
         # The compiled im2col (vig/models/kernels) when available; otherwise the slice-based one below.
         self.im2col_kernel = kernels.im2col(kernel_size, stride, padding) if impl == "im2col" else None
         self.im2col_geometry = kernels.geometry(kernel_size, stride, padding)
+        self.bias_kernel = kernels.bias_add() if bias else None
+
+    def _weight(self, x):
+        # amp O2/O3 in GRAPH_MODE casts this cell's input to float16 but leaves the weight float32 here
+        # (MindSpore 2.10), and Conv2D rejects mixed input types
+        return self.weight if self.weight.dtype == x.dtype else self.weight.astype(x.dtype)
 
     def _native(self, x):
-        return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
+        return ops.conv2d(x, self._weight(x), None, self.stride, "pad", self.padding, 1, self.groups)
 
     def _im2col(self, x):
         if self.im2col_kernel is not None and x.dtype == ms.float32:
             cols = self.im2col_kernel(x, self.im2col_geometry)  # the same cols as the slices below
         else:
             cols = self._im2col_slices(x)
-        w = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1, 1, 1)
+        w = self._weight(cols).transpose(0, 2, 3, 1).reshape(self.out_channels, -1, 1, 1)
         return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
 
     def _im2col_slices(self, x):
@@ -83,18 +89,42 @@ class Conv2d(nn.Cell):
 
     def construct(self, x):
         y = self._im2col(x) if self.impl == "im2col" else self._native(x)
-        if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
-        return y
+        if not self.has_bias:
+            return y
+        if self.bias_kernel is not None and y.dtype == ms.float32:
+            return self.bias_kernel(y, self.bias)
+        return y + self.bias.reshape(1, -1, 1, 1)
 
     def extend_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, s={self.stride}, "
                 f"p={self.padding}, groups={self.groups}, bias={self.has_bias}, impl={self.impl}")
 
 
-def batch_norm(channels: int) -> nn.BatchNorm2d:
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (same parameters and checkpoint names); in training on CPU the batch statistics,
+    normalisation and gradient come from a compiled kernel (vig/models/kernels/vig_norm.cc), which is
+    several times faster than MindSpore's CPU BatchNorm, and the running statistics are updated here
+    exactly as MindSpore's kernel does (unbiased variance, `momentum` weighting the old value)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.9):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.train_kernel = kernels.batch_norm_train()
+        self.eps_tensor = ms.Tensor([eps], ms.float32)
+
+    def construct(self, x):
+        if self.training and self.train_kernel is not None and x.dtype == ms.float32:
+            y, mean, _, var = self.train_kernel(x, self.gamma, self.beta, self.eps_tensor)
+            m = self.momentum  # nn.BatchNorm2d keeps 1 - momentum here: the weight of the new batch
+            new_mean = self.moving_mean * (1.0 - m) + ops.stop_gradient(mean) * m
+            new_var = self.moving_variance * (1.0 - m) + ops.stop_gradient(var) * m
+            y = ops.depend(y, ops.assign(self.moving_mean, new_mean))
+            return ops.depend(y, ops.assign(self.moving_variance, new_var))
+        return super().construct(x)
+
+
+def batch_norm(channels: int) -> BatchNorm2d:
     """BatchNorm with PyTorch's defaults (eps 1e-5, running-stat momentum 0.1 == MindSpore 0.9)."""
-    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+    return BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
 
 class GELU(nn.GELU):

@@ -34,6 +34,7 @@ _BASE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++
 _SOURCES = {
     "vig_gelu.cc": ["-ffast-math"],
     "vig_cpu_kernels.cc": ["-fno-math-errno"],
+    "vig_norm.cc": ["-fno-math-errno"],
 }
 
 
@@ -227,3 +228,42 @@ def _dilated_knn(k: int, with_relative_pos: bool):
         return ops.zeros_like(x), ops.zeros_like(y), ops.zeros_like(geo)
 
     return _custom("vig_cpu_kernels.cc", "DilatedKnn", out_shape, ms.int32, bprop, str(k))
+
+
+def batch_norm_train():
+    """(x (B, C, ...), gamma (C), beta (C), eps (1)) -> (y, mean, invstd, unbiased var): training-mode
+    BatchNorm with batch statistics; the gradient flows to x, gamma and beta through y only."""
+    return _batch_norm_train() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_norm_train():
+    backward = _custom("vig_norm.cc", "BatchNormTrainGrad", lambda dy, x, gamma, mean, invstd: (x, gamma, gamma),
+                       lambda dy, x, gamma, mean, invstd: (x, gamma, gamma))
+    if backward is None:
+        return None
+
+    def bprop(x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, gamma, out[1], out[2])
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    return _custom("vig_norm.cc", "BatchNormTrain", lambda x, gamma, beta, eps: (x, gamma, gamma, gamma),
+                   lambda x, gamma, beta, eps: (x, gamma, gamma, gamma), bprop)
+
+
+def bias_add():
+    """(x (B, C, ...), bias (C)) -> x + bias per channel; its gradient sums dy per channel in one pass
+    (the ReduceSum autodiff emits for a broadcast add is ~100x slower on CPU)."""
+    return _bias_add() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _bias_add():
+    backward = _custom("vig_norm.cc", "BiasAddGrad", lambda dy, bias: bias, lambda dy, bias: bias)
+    if backward is None:
+        return None
+
+    def bprop(x, bias, out, dout):
+        return dout, backward(dout, bias)
+
+    return _custom("vig_norm.cc", "BiasAdd", lambda x, bias: x, lambda x, bias: x, bprop)

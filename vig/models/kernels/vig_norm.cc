@@ -1,0 +1,174 @@
+// Training-mode BatchNorm and the bias add of a convolution, forward and backward, for ops.Custom(aot).
+// Same AOT signature and conventions as vig_cpu_kernels.cc (inputs first, outputs last, float32).
+//
+// Why: in a ViG training step MindSpore 2.10's CPU BatchNorm/BatchNormGrad and the ReduceSum that autodiff
+// emits for a broadcast bias add took ~0.8 s of a ~3.7 s step (docs/performance.md); each is one or two
+// passes over memory here. Statistics are accumulated in double per channel (two passes: mean, then the
+// centred sum of squares), so they are at least as accurate as the native kernel's.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
+
+// (B, C, rest...) -> B, C and the contiguous extent of one (b, c) plane
+bool planes(int ndim, const int64_t *shape, int64_t *B, int64_t *C, int64_t *S) {
+  if (ndim < 2) return false;
+  *B = shape[0];
+  *C = shape[1];
+  *S = 1;
+  for (int i = 2; i < ndim; ++i) *S *= shape[i];
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+// inputs: x (B, C, ...), gamma (C), beta (C), eps (1)
+// outputs: y (like x), mean (C), invstd (C) = 1/sqrt(var + eps) with the biased variance (used to
+// normalise and by the gradient), var_unbiased (C) (what the running variance is updated with, as in
+// PyTorch and MindSpore's own BatchNorm).
+int BatchNormTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                   void *) {
+  if (nparam != 8 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[3], "float32"))
+    return 1;
+  int64_t B, C, S;
+  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[1][0] != C) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const double eps = static_cast<const float *>(params[3])[0];
+  float *y = static_cast<float *>(params[4]);
+  float *mean_out = static_cast<float *>(params[5]);
+  float *invstd_out = static_cast<float *>(params[6]);
+  float *var_out = static_cast<float *>(params[7]);
+  const double n = static_cast<double>(B * S);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float *p = x + (b * C + c) * S;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < S; ++i) sum += p[i];
+    }
+    const double mean = sum / n;
+    double sq = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float *p = x + (b * C + c) * S;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t i = 0; i < S; ++i) {
+        const double d = p[i] - mean;
+        sq += d * d;
+      }
+    }
+    const double var = sq / n;
+    const double invstd = 1.0 / std::sqrt(var + eps);
+    const float scale = static_cast<float>(gamma[c] * invstd);
+    const float shift = static_cast<float>(beta[c] - mean * gamma[c] * invstd);
+    for (int64_t b = 0; b < B; ++b) {
+      const float *p = x + (b * C + c) * S;
+      float *q = y + (b * C + c) * S;
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) q[i] = p[i] * scale + shift;
+    }
+    mean_out[c] = static_cast<float>(mean);
+    invstd_out[c] = static_cast<float>(invstd);
+    var_out[c] = static_cast<float>(n > 1 ? sq / (n - 1) : var);
+  }
+  return 0;
+}
+
+// inputs: dy (B, C, ...), x, gamma (C), mean (C), invstd (C); outputs: dx (like x), dgamma (C), dbeta (C)
+//   xhat = (x - mean) * invstd;  dbeta = sum dy;  dgamma = sum dy * xhat;
+//   dx = gamma * invstd * (dy - dbeta / n - xhat * dgamma / n)
+int BatchNormTrainGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                       void *) {
+  if (nparam != 8 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32")) return 1;
+  int64_t B, C, S;
+  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[2][0] != C) return 2;
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  const float *mean_in = static_cast<const float *>(params[3]);
+  const float *invstd_in = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  float *dgamma = static_cast<float *>(params[6]);
+  float *dbeta = static_cast<float *>(params[7]);
+  const double n = static_cast<double>(B * S);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    const float mean = mean_in[c], invstd = invstd_in[c];
+    double sum_dy = 0.0, sum_dy_xc = 0.0;  // sum dy, sum dy * (x - mean)
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = dy + (b * C + c) * S;
+      const float *p = x + (b * C + c) * S;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xc)
+      for (int64_t i = 0; i < S; ++i) {
+        sum_dy += g[i];
+        sum_dy_xc += static_cast<double>(g[i]) * (p[i] - mean);
+      }
+    }
+    const double dgam = sum_dy_xc * invstd;
+    dbeta[c] = static_cast<float>(sum_dy);
+    dgamma[c] = static_cast<float>(dgam);
+    // dx = k * dy + kx * (x - mean) + k0 with the per-channel constants folded (x stays centred, so
+    // nothing cancels when the mean is large)
+    const double k = gamma[c] * invstd;
+    const float kf = static_cast<float>(k);
+    const float kx = static_cast<float>(-k * dgam * invstd / n);
+    const float k0 = static_cast<float>(-k * sum_dy / n);
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = dy + (b * C + c) * S;
+      const float *p = x + (b * C + c) * S;
+      float *q = dx + (b * C + c) * S;
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) q[i] = kf * g[i] + kx * (p[i] - mean) + k0;
+    }
+  }
+  return 0;
+}
+
+// inputs: x (B, C, ...), bias (C); output: x + bias broadcast over every (b, c) plane
+int BiasAdd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32")) return 1;
+  int64_t B, C, S;
+  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[1][0] != C) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      const float *p = x + (b * C + c) * S;
+      float *q = y + (b * C + c) * S;
+      const float v = bias[c];
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) q[i] = p[i] + v;
+    }
+  return 0;
+}
+
+// inputs: dy (B, C, ...), bias (only its shape is used); output: dbias (C) = sum of dy over all but C
+int BiasAddGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || !is(dtypes[0], "float32")) return 1;
+  int64_t B, C, S;
+  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[2][0] != C) return 2;
+  const float *dy = static_cast<const float *>(params[0]);
+  float *db = static_cast<float *>(params[2]);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = dy + (b * C + c) * S;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < S; ++i) sum += g[i];
+    }
+    db[c] = static_cast<float>(sum);
+  }
+  return 0;
+}
+
+}  // extern "C"
