@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, amp, nn, ops
+from mindspore._c_expression import MixedPrecisionType
 
 from ..models.layers import DropPath
 
@@ -81,7 +82,27 @@ def apply_amp(net: nn.Cell, amp_level: str) -> nn.Cell:
     """O0 float32; O1 MindSpore's white list; O2 float16 except BatchNorm; O3 all float16."""
     if amp_level == "O0":
         return net
-    return amp.auto_mixed_precision(net, amp_level)
+    net = amp.auto_mixed_precision(net, amp_level)
+    drop_kernels_of_float16_cells(net)
+    return net
+
+
+def drop_kernels_of_float16_cells(net: nn.Cell) -> int:
+    """Switch cells that amp runs in float16 from their compiled CPU kernel (an ops.Custom, float32 only)
+    to the native op; returns how many kernels were dropped.
+
+    In PyNative, amp casts each op's inputs as the op runs, after the cell's `x.dtype == float32` check, so
+    the kernel got float16 and failed. A None kernel is what vig/models/kernels gives without a compiler.
+    """
+    dropped = 0
+    for _, cell in net.cells_and_names():
+        if getattr(cell, "mixed_precision_type", None) not in (MixedPrecisionType.FP16, MixedPrecisionType.BF16):
+            continue
+        for name, value in list(vars(cell).items()):
+            if isinstance(value, ops.Custom):
+                setattr(cell, name, None)
+                dropped += 1
+    return dropped
 
 
 class NoLossScaler:
