@@ -159,35 +159,45 @@ def test_bias_add_kernel_matches_broadcast_add(mode):
                                rtol=1e-5, atol=1e-5)
 
 
-def native_gather_max(y, idx):
-    return ops.max(gather_neighbours(y, idx), axis=-1, keepdims=True)[0]
+def native_max_relative(x, y, idx):
+    """The native composition the kernel replaces: [x, max_j y_j - x] interleaved per channel."""
+    rel = ops.max(gather_neighbours(y, idx), axis=-1, keepdims=True)[0] - x
+    return ops.cat([x.expand_dims(2), rel.expand_dims(2)], axis=2).reshape(x.shape[0], -1, x.shape[2], 1)
 
 
-def first_output_of(op):
-    def value_only(y, idx):
-        return op(y, idx)[0]
-    return value_only
-
-
-@pytest.mark.parametrize("keys", [10, 5])  # keys == queries, and average-pooled keys (Pyramid ViG, r > 1)
-def test_gather_max_matches_gather_then_max(pynative, keys):
-    y = tensor(2, 8, keys, 1)
+@pytest.mark.parametrize("keys", [10, 5])  # separate keys, and average-pooled keys (Pyramid ViG, r > 1)
+def test_max_relative_matches_gather_max_interleave(mode, keys):
+    x, y = tensor(2, 8, 10, 1), tensor(2, 8, keys, 1)
     idx = Tensor(RNG.integers(0, keys, (2, 10, 4)).astype(np.int32))
-    op = kernels.gather_max()
-    value, arg = op(y, idx)
-    fast, native = Call(first_output_of(op), idx), Call(native_gather_max, idx)
-    np.testing.assert_array_equal(value.asnumpy(), native(y).asnumpy())
+    op = kernels.max_relative()
+    value, arg = op(x, y, idx)
+    np.testing.assert_array_equal(value.asnumpy(), native_max_relative(x, y, idx).asnumpy())
     picked = np.take_along_axis(y.asnumpy()[..., 0], arg.asnumpy()[..., 0], axis=2)
-    np.testing.assert_array_equal(picked, value.asnumpy()[..., 0])
-    w = tensor(2, 8, 10, 1)
-    np.testing.assert_allclose(grad_of(fast, y, w), grad_of(native, y, w), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(picked - x.asnumpy()[..., 0], value.asnumpy()[:, 1::2, :, 0])
+    w = tensor(2, 16, 10, 1)
+
+    def fast(a, b):
+        return op(a, b, idx)[0]
+
+    def native(a, b):
+        return native_max_relative(a, b, idx)
+
+    for position in (0, 1):  # d/dx and d/dy
+        def loss_fast(a, b):
+            return (fast(a, b) * w).sum()
+
+        def loss_native(a, b):
+            return (native(a, b) * w).sum()
+        got = ms.grad(loss_fast, grad_position=position)(x, y).asnumpy()
+        want = ms.grad(loss_native, grad_position=position)(x, y).asnumpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def test_mrconv_gradient_matches_native(pynative, monkeypatch):
     fast = MRConv(8, 16)
     monkeypatch.setenv("VIG_NATIVE_OPS", "1")
     native = MRConv(8, 16)
-    assert fast.gather_max is not None and native.gather_max is None
+    assert fast.max_relative is not None and native.max_relative is None
     ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
     x = tensor(2, 8, 12, 1)
     idx = Tensor(RNG.integers(0, 12, (2, 12, 3)).astype(np.int32))
@@ -220,9 +230,11 @@ def loss_function(net):
 
 
 def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
-    """A whole ViG (every kernel and its bprop, in graph mode): loss and gradients as with the native ops.
-    (GELU differs from MindSpore's by ~1e-7, which could flip a kNN near-tie on some inputs; this input
-    has none, so any real difference in a kernel or its gradient shows.)"""
+    """A whole ViG (every kernel and its bprop, in graph mode): loss, gradients and BatchNorm running
+    statistics as with the native ops. Through BatchNorm over only 32 values per channel, this tiny
+    model's gradients move by ~1e-4 of their scale when the input moves by one float32 rounding, with the
+    native ops alone; so the gradients are compared within a few times that measured sensitivity (a real
+    error in a kernel or its gradient is of the order of the gradient itself)."""
     kw = dict(num_classes=5, channels=(16,), blocks=(2,), k=3, image_size=32, stem_stride=8)
     ms.set_seed(0)
     fast = create_model("vig_ti_224_gelu", **kw)
@@ -231,15 +243,17 @@ def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
     ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
     x, labels = tensor(2, 3, 32, 32), Tensor(np.array([1, 3], np.int32))
     results = []
-    for net in (fast, native):
+    for net, images in ((fast, x), (native, x), (native, x * (1 + 2 ** -23))):
         net.set_train(True)
-        loss, grads = ms.value_and_grad(loss_function(net), None, net.trainable_params())(x, labels)
+        loss, grads = ms.value_and_grad(loss_function(net), None, net.trainable_params())(images, labels)
         stats = [p.asnumpy() for p in net.get_parameters() if "moving_" in p.name]
         results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads], stats))
-    assert abs(results[0][0] - results[1][0]) < 1e-5
-    scale = max(np.abs(g).max() for g in results[1][1])
-    for got, want in zip(results[0][1], results[1][1]):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
-    assert len(results[0][2]) == len(results[1][2]) > 0
-    for got, want in zip(results[0][2], results[1][2]):  # BatchNorm running statistics
+    (fast_loss, fast_grads, fast_stats), (loss, grads, stats), (_, nudged_grads, _) = results
+    assert abs(fast_loss - loss) < 1e-5
+    scale = max(np.abs(g).max() for g in grads)
+    sensitivity = max(np.abs(a - b).max() for a, b in zip(nudged_grads, grads))
+    for got, want in zip(fast_grads, grads):
+        np.testing.assert_allclose(got, want, rtol=0, atol=max(1e-4 * scale, 4 * sensitivity))
+    assert len(fast_stats) == len(stats) > 0
+    for got, want in zip(fast_stats, stats):  # BatchNorm running statistics
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -104,15 +104,14 @@ class MRConv(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int, act: str = "gelu"):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels, act)
-        self.gather_max = kernels.gather_max()  # fused gather + max on CPU, None elsewhere
+        self.max_relative = kernels.max_relative()  # fused gather + max + interleave on CPU, None elsewhere
 
     def construct(self, x, idx, y=None):
         keys = x if y is None else y
+        if self.max_relative is not None and keys.dtype == ms.float32:
+            return self.nn(self.max_relative(x, keys, idx)[0])
         # max_j(x_j - x_i) == max_j(x_j) - x_i exactly (subtraction is monotonic), one subtract less.
-        if self.gather_max is not None and keys.dtype == ms.float32:
-            rel = self.gather_max(keys, idx)[0] - x
-        else:
-            rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
+        rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
         c, n = x.shape[1], x.shape[2]
         inter = ops.cat([x.expand_dims(2), rel.expand_dims(2)], axis=2).reshape(-1, 2 * c, n, 1)
         return self.nn(inter)

@@ -183,25 +183,27 @@ def _im2col(kernel_size: int, stride: int, padding: int):
     return _custom("vig_cpu_kernels.cc", "Im2Col", cols_shape, lambda x, geo: x, bprop, f"{k},{s},{p}")
 
 
-def gather_max():
-    """(y (B, C, M, 1), idx (B, N, k) int32) -> (max_j y[b, c, idx[b, n, j]] (B, C, N, 1), argmax int32)."""
-    return _gather_max() if enabled() else None
+def max_relative():
+    """(x (B, C, N, 1), y (B, C, M, 1), idx (B, N, k) int32) -> (out (B, 2C, N, 1), argmax (B, C, N, 1) int32):
+    MRConv's features, channel 2c = x[c] and 2c+1 = max_j y[b, c, idx[b, n, j]] - x[c]."""
+    return _max_relative() if enabled() else None
 
 
 @functools.lru_cache(maxsize=None)
-def _gather_max():
-    def out_shape(y, idx):
-        return [y[0], y[1], idx[1], 1], [y[0], y[1], idx[1], 1]
+def _max_relative():
+    def out_shape(x, y, idx):
+        return [x[0], 2 * x[1], x[2], 1], [x[0], x[1], x[2], 1]
 
-    backward = _custom("vig_cpu_kernels.cc", "GatherMaxBackward", lambda dout, arg, y: y,
-                       lambda dout, arg, y: dout)
+    backward = _custom("vig_cpu_kernels.cc", "MaxRelativeBackward", lambda dout, arg, y: ([y[0], y[1], arg[2], 1], y),
+                       lambda dout, arg, y: (dout, dout))
     if backward is None:
         return None
 
-    def bprop(y, idx, out, dout):
-        return backward(dout[0], out[1], y), ops.zeros_like(idx)
+    def bprop(x, y, idx, out, dout):
+        dx, dy = backward(dout[0], out[1], y)
+        return dx, dy, ops.zeros_like(idx)
 
-    return _custom("vig_cpu_kernels.cc", "GatherMax", out_shape, (ms.float32, ms.int32), bprop)
+    return _custom("vig_cpu_kernels.cc", "MaxRelative", out_shape, (ms.float32, ms.int32), bprop)
 
 
 def dilated_knn(k: int, with_relative_pos: bool):

@@ -6,7 +6,7 @@
 // A non-zero return makes MindSpore raise, so every kernel checks the dtypes it relies on.
 //
 // Why these exist: MindSpore 2.10 on CPU runs k x k convolutions on oneDNN's reference kernel, exact GELU,
-// top-k, max-over-neighbours and the strided slices of an im2col 10-100x slower than PyTorch
+// top-k, max-over-neighbours (with the subtract and interleave around it) and the strided slices of an im2col 10-100x slower than PyTorch
 // (docs/performance.md). Matrix products stay with MindSpore (oneDNN's fast 1x1 path).
 #include <algorithm>
 #include <cmath>
@@ -104,18 +104,24 @@ int Col2Im(int nparam, void **params, int *ndims, int64_t **shapes, const char *
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Max over gathered neighbours: y (B, C, M, 1) keys, idx (B, N, K) int32 ->
-//   out (B, C, N, 1) = max_j y[b, c, idx[b, n, j]],  arg (B, C, N, 1) int32 = the winning key index.
-// The first maximum wins (like PyTorch's max).  GatherMaxBackward routes dout to arg (scatter-add).
+// MRConv's max-relative features, fused: x (B, C, N, 1) nodes, y (B, C, M, 1) keys, idx (B, N, K) int32 ->
+//   out (B, 2C, N, 1) with channel 2c = x[c] and 2c+1 = max_j y[c, idx[n, j]] - x[c] (the original's
+//   interleaved cat of x and max_j(x_j - x_i); subtraction is monotonic, so the max can come first),
+//   arg (B, C, N, 1) int32 = the winning key index (the first maximum wins, like PyTorch's max).
+// MaxRelativeBackward: dx = dout[2c] - dout[2c+1]; dy = dout[2c+1] scattered (added) to arg.
 // ---------------------------------------------------------------------------------------------------
-int GatherMax(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-  if (nparam != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32") || ndims[1] != 3) return 1;
-  const float *y = static_cast<const float *>(params[0]);
-  const int32_t *idx = static_cast<const int32_t *>(params[1]);
-  float *out = static_cast<float *>(params[2]);
-  int32_t *arg = static_cast<int32_t *>(params[3]);
-  const int64_t B = shapes[0][0], C = shapes[0][1], M = shapes[0][2];
-  const int64_t N = shapes[1][1], K = shapes[1][2];
+int MaxRelative(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 5 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[2], "int32") ||
+      ndims[2] != 3)
+    return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const int32_t *idx = static_cast<const int32_t *>(params[2]);
+  float *out = static_cast<float *>(params[3]);
+  int32_t *arg = static_cast<int32_t *>(params[4]);
+  const int64_t B = shapes[1][0], C = shapes[1][1], M = shapes[1][2];
+  const int64_t N = shapes[2][1], K = shapes[2][2];
+  if (shapes[0][1] != C || shapes[0][2] != N) return 2;
   // Per batch: transpose the keys to (M, C) so every neighbour is one contiguous row, and take the
   // running max over a whole channel vector at a time (vectorised compare + blend).
 #pragma omp parallel
@@ -147,7 +153,9 @@ int GatherMax(int nparam, void **params, int *ndims, int64_t **shapes, const cha
           }
         }
         for (int64_t c = 0; c < C; ++c) {
-          out[(b * C + c) * N + n] = bv[c];
+          const float xv = x[(b * C + c) * N + n];
+          out[(b * 2 * C + 2 * c) * N + n] = xv;
+          out[(b * 2 * C + 2 * c + 1) * N + n] = bv[c] - xv;
           arg[(b * C + c) * N + n] = static_cast<int32_t>(ba[c]);
         }
       }
@@ -156,23 +164,30 @@ int GatherMax(int nparam, void **params, int *ndims, int64_t **shapes, const cha
   return 0;
 }
 
-// inputs: dout (B, C, N, 1), arg (B, C, N, 1) int32, y (only its shape is used); output dy (B, C, M, 1)
-int GatherMaxBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
-                      void *) {
-  if (nparam != 4 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32")) return 1;
+// inputs: dout (B, 2C, N, 1), arg (B, C, N, 1) int32, y (only its shape is used);
+// outputs: dx (B, C, N, 1), dy (B, C, M, 1)
+int MaxRelativeBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                        void *) {
+  if (nparam != 5 || !is(dtypes[0], "float32") || !is(dtypes[1], "int32")) return 1;
   const float *dout = static_cast<const float *>(params[0]);
   const int32_t *arg = static_cast<const int32_t *>(params[1]);
-  float *dy = static_cast<float *>(params[3]);
-  const int64_t B = shapes[3][0], C = shapes[3][1], M = shapes[3][2];
-  const int64_t N = shapes[0][2];
+  float *dx = static_cast<float *>(params[3]);
+  float *dy = static_cast<float *>(params[4]);
+  const int64_t B = shapes[4][0], C = shapes[4][1], M = shapes[4][2];
+  const int64_t N = shapes[1][2];
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t c = 0; c < C; ++c) {
+      const float *g_x = dout + (b * 2 * C + 2 * c) * N;
+      const float *g_rel = g_x + N;
       float *d = dy + (b * C + c) * M;
+      float *e = dx + (b * C + c) * N;
       std::memset(d, 0, sizeof(float) * M);
-      const float *g = dout + (b * C + c) * N;
       const int32_t *a = arg + (b * C + c) * N;
-      for (int64_t n = 0; n < N; ++n) d[a[n]] += g[n];
+      for (int64_t n = 0; n < N; ++n) {
+        e[n] = g_x[n] - g_rel[n];
+        d[a[n]] += g_rel[n];
+      }
     }
   }
   return 0;
