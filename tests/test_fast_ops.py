@@ -15,7 +15,7 @@ from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
 from vig.models.layers import GELU, BatchNorm2d, Conv2d
 
 pytestmark = pytest.mark.skipif(any(kernels.library(src) is None
-                                    for src in ("vig_cpu_kernels.cc", "vig_gelu.cc", "vig_norm.cc")),
+                                    for src in ("vig_cpu_kernels.cc", "vig_gelu.cc", "vig_norm.cc", "vig_gemm.cc")),
                                 reason="no g++ to build the CPU kernels (the native ops are used instead)")
 
 RNG = np.random.default_rng(0)
@@ -66,11 +66,14 @@ def test_kernels_are_used_on_cpu_and_disabled_by_env(monkeypatch):
     assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is not None
     assert Conv2d(3, 8, 1).bias_kernel is not None and Conv2d(3, 8, 1, bias=False).bias_kernel is None
     assert BatchNorm2d(4).train_kernel is not None
+    assert Conv2d(3, 8, 1, groups=1).conv1x1_kernel is not None and Conv2d(3, 8, 3, 2, 1).conv1x1_kernel is not None
+    assert Conv2d(3, 8, 3, 2, 1, impl="native").conv1x1_kernel is None  # a strided k x k conv is not a product
     monkeypatch.setenv("VIG_NATIVE_OPS", "1")
     assert GELU().kernel is None
     assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is None
     assert Conv2d(3, 8, 1).bias_kernel is None
     assert BatchNorm2d(4).train_kernel is None
+    assert Conv2d(3, 8, 1).conv1x1_kernel is None
     assert DilatedKnnGraph(4, 2).kernel is None
 
 
@@ -110,6 +113,24 @@ def test_im2col_conv_matches_native_conv(pynative, cin, cout, size, stride):
     np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=0, atol=1e-4)
     np.testing.assert_allclose(grad_of(fast, x, w, fast.weight), grad_of(native, x, w, native.weight),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("cin,cout,groups", [(6, 10, 1), (8, 12, 4)])
+def test_conv1x1_kernel_matches_native_conv(mode, cin, cout, groups):
+    fast = Conv2d(cin, cout, 1, groups=groups, bias=False)
+    native = Conv2d(cin, cout, 1, groups=groups, bias=False)
+    assert fast.conv1x1_kernel is not None
+    native.conv1x1_kernel = None
+    native.weight.set_data(fast.weight.data.copy())
+    x = tensor(3, cin, 7, 5)
+    out = fast(x).asnumpy()
+    np.testing.assert_allclose(out, native(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    w = tensor(*out.shape)
+    np.testing.assert_allclose(grad_of(fast, x, w), grad_of(native, x, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_of(fast, x, w, fast.weight), grad_of(native, x, w, native.weight),
+                               rtol=1e-5, atol=1e-5)
+    # one product per image: an image's output does not depend on the rest of the batch
+    np.testing.assert_array_equal(fast(x[1:2]).asnumpy(), out[1:2])
 
 
 def bn_step(bn, x, weight):

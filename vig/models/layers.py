@@ -26,7 +26,8 @@ class Conv2d(nn.Cell):
     vig/models/kernels, or step-1 slices when it is unavailable) followed by one 1×1 convolution:
     MindSpore hands oneDNN plain NCHW tensors, which makes it pick a reference kernel that is 100-300x
     slower than this (see docs/performance.md). 1×1 and grouped convolutions, and every convolution on
-    GPU/Ascend, use the native operator.
+    GPU/Ascend, use the native operator. So does inference (eval mode) without the kernel, e.g. the
+    exported MINDIR: there the native conv is 5-15x faster than the slices (bench/mindir_throughput.py).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
@@ -42,7 +43,8 @@ class Conv2d(nn.Cell):
                                 name="weight")
         self.has_bias = bias
         self.bias = Parameter(initializer(Zero(), (out_channels,), ms.float32), name="bias") if bias else None
-        if impl == "auto":
+        auto = impl == "auto"
+        if auto:
             impl = "im2col" if (_on_cpu() and kernel_size > 1 and groups == 1) else "native"
         if impl not in ("im2col", "native"):
             raise ValueError(f"Conv2d impl must be 'auto', 'im2col' or 'native', got {impl!r}")
@@ -51,7 +53,13 @@ class Conv2d(nn.Cell):
         # The compiled im2col (vig/models/kernels) when available; otherwise the slice-based one below.
         self.im2col_kernel = kernels.im2col(kernel_size, stride, padding) if impl == "im2col" else None
         self.im2col_geometry = kernels.geometry(kernel_size, stride, padding)
+        # Training keeps the slices without the kernel: their sums, so the gradients, equal the kernel's.
+        self.native_in_eval = auto and self.impl == "im2col" and self.im2col_kernel is None
         self.bias_kernel = kernels.bias_add() if bias else None
+        # The 1x1 product (of the input, or of the im2col) as compiled sgemm calls on CPU.
+        pointwise = impl == "im2col" or (kernel_size == 1 and stride == 1 and padding == 0)
+        self.conv1x1_kernel = kernels.conv1x1(1 if impl == "im2col" else groups) if pointwise else None
+        self.conv1x1_groups = kernels.geometry(1 if impl == "im2col" else groups)
 
     def _weight(self, x):
         # amp O2/O3 in GRAPH_MODE casts this cell's input to float16 but leaves the weight float32 here
@@ -59,6 +67,8 @@ class Conv2d(nn.Cell):
         return self.weight if self.weight.dtype == x.dtype else self.weight.astype(x.dtype)
 
     def _native(self, x):
+        if self.conv1x1_kernel is not None and x.dtype == ms.float32:
+            return self.conv1x1_kernel(x, self.weight, self.conv1x1_groups)
         return ops.conv2d(x, self._weight(x), None, self.stride, "pad", self.padding, 1, self.groups)
 
     def _im2col(self, x):
@@ -67,6 +77,8 @@ class Conv2d(nn.Cell):
         else:
             cols = self._im2col_slices(x)
         w = self._weight(cols).transpose(0, 2, 3, 1).reshape(self.out_channels, -1, 1, 1)
+        if self.conv1x1_kernel is not None and cols.dtype == ms.float32:
+            return self.conv1x1_kernel(cols, w, self.conv1x1_groups)
         return ops.conv2d(cols, w, None, 1, "valid", 0, 1, 1)
 
     def _im2col_slices(self, x):
@@ -88,7 +100,8 @@ class Conv2d(nn.Cell):
         return ops.cat(cols, axis=1)  # (B, k*k*Cin, Ho, Wo), channel = (dy*k + dx)*Cin + c
 
     def construct(self, x):
-        y = self._im2col(x) if self.impl == "im2col" else self._native(x)
+        use_im2col = self.impl == "im2col" and not (self.native_in_eval and not self.training)
+        y = self._im2col(x) if use_im2col else self._native(x)
         if not self.has_bias:
             return y
         if self.bias_kernel is not None and y.dtype == ms.float32:

@@ -35,7 +35,19 @@ _SOURCES = {
     "vig_gelu.cc": ["-ffast-math"],
     "vig_cpu_kernels.cc": ["-fno-math-errno"],
     "vig_norm.cc": ["-fno-math-errno"],
+    "vig_gemm.cc": ["-fno-math-errno"],
 }
+
+
+def _link_flags(source: str) -> list[str]:
+    """vig_gemm.cc calls oneDNN's sgemm from the libdnnl MindSpore ships (found next to MindSpore's own
+    libraries, and looked up there at run time too)."""
+    if source != "vig_gemm.cc":
+        return []
+    libdir = Path(ms.__file__).resolve().parent / "lib"
+    if not (libdir / "libdnnl.so.3").exists():
+        raise OSError(f"{libdir / 'libdnnl.so.3'} not found (MindSpore's oneDNN), needed by {source}")
+    return [f"-L{libdir}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libdir}"]
 
 
 def cache_dir() -> Path:
@@ -59,7 +71,8 @@ def _build(source: str, cxx: str) -> Path:
     """Compile `source` into the cache (once per content hash) and return the library path."""
     src = _HERE / source
     flags = _BASE_FLAGS + _SOURCES[source]
-    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(flags).encode(),
+    link = _link_flags(source)
+    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(flags + link).encode(),
                                      _compiler_version(cxx).encode(), _cpu_signature().encode()])).hexdigest()[:16]
     out_dir = cache_dir()
     lib = out_dir / f"{src.stem}-{key}.so"
@@ -74,7 +87,7 @@ def _build(source: str, cxx: str) -> Path:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
         try:
-            subprocess.run([cxx, *flags, "-o", tmp, str(src)], capture_output=True, text=True, check=True)
+            subprocess.run([cxx, *flags, "-o", tmp, str(src), *link], capture_output=True, text=True, check=True)
             os.replace(tmp, lib)
         finally:
             if os.path.exists(tmp):
@@ -269,3 +282,27 @@ def _bias_add():
         return dout, backward(dout, bias)
 
     return _custom("vig_norm.cc", "BiasAdd", lambda x, bias: x, lambda x, bias: x, bprop)
+
+
+def conv1x1(groups: int):
+    """(x (B, Cin, H, W), w (Cout, Cin/groups, 1, 1), geometry(groups)) -> y (B, Cout, H, W): a 1x1
+    convolution without bias, one sgemm per image and group; gradients for x and w."""
+    return _conv1x1(groups) if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _conv1x1(groups: int):
+    backward_input = _custom("vig_gemm.cc", "Conv1x1BackwardInput", lambda dy, w, geo, x: x,
+                             lambda dy, w, geo, x: dy)
+    backward_weight = _custom("vig_gemm.cc", "Conv1x1BackwardWeight", lambda dy, x, geo, w: w,
+                              lambda dy, x, geo, w: dy)
+    if backward_input is None or backward_weight is None:
+        return None
+
+    def bprop(x, w, geo, out, dout):
+        return backward_input(dout, w, geo, x), backward_weight(dout, x, geo, w), ops.zeros_like(geo)
+
+    def out_shape(x, w, geo):
+        return [x[0], w[0], x[2], x[3]]
+
+    return _custom("vig_gemm.cc", "Conv1x1", out_shape, lambda x, w, geo: x, bprop, str(groups))
