@@ -70,11 +70,20 @@ def gather_np(x, idx):
     return np.stack([x[b][:, idx[b]] for b in range(x.shape[0])])
 
 
+@pytest.fixture(params=["kernels", "native"])
+def ops_impl(request, monkeypatch):
+    """Cells built with the compiled CPU kernels, or with MindSpore's own ops (VIG_NATIVE_OPS=1: what
+    the exported MINDIR runs, whose eval-mode formulations differ from training's)."""
+    if request.param == "native":
+        monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    return request.param
+
+
 # ------------------------------------------------------------------------------------------------
 # kNN
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k,d", [(3, 1), (3, 2), (2, 4)])
-def test_knn_matches_bruteforce_cosine_and_dilation(pynative, k, d):
+def test_knn_matches_bruteforce_cosine_and_dilation(pynative, ops_impl, k, d):
     rng = np.random.default_rng(k * 10 + d)
     x = rng.standard_normal((2, 8, 16)).astype(np.float32)
     # scale rows so Euclidean and cosine rankings differ: only cosine may match
@@ -87,7 +96,7 @@ def test_knn_matches_bruteforce_cosine_and_dilation(pynative, k, d):
     assert not np.array_equal(got, euclid), "ranking must be cosine, not raw Euclidean"
 
 
-def test_knn_with_reduced_keys_and_relative_position(pynative):
+def test_knn_with_reduced_keys_and_relative_position(pynative, ops_impl):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 8, 4, 4)).astype(np.float32)
     y = x.reshape(2, 8, 2, 2, 2, 2).mean((3, 5))  # 2x2 average pooling -> 4 keys
@@ -133,6 +142,51 @@ def test_stochastic_dilation_only_in_training(pynative):
             assert set(d[0, n]) <= set(full[0, n]) and len(set(d[0, n])) == 4
 
 
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_native_max_of_neighbours_equals_gather_then_max_with_ties(mode):
+    """The eval-mode gather-max (one gather per neighbour, Maximum) is exact, ties and reduced keys too."""
+    from vig.models.graph import gather_neighbours, max_of_neighbours
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(-3, 3, size=(2, 8, 5, 1)).astype(np.float32)  # few values: many ties
+    idx = Tensor(rng.integers(0, 5, size=(2, 7, 4)).astype(np.int32))
+
+    def both(keys, index):
+        return max_of_neighbours(keys, index), ops.max(gather_neighbours(keys, index), axis=-1, keepdims=True)[0]
+
+    ms.set_context(mode=mode)
+    try:
+        got, want = (ms.jit(both) if mode == ms.GRAPH_MODE else both)(Tensor(y), idx)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert got.shape == (2, 8, 7, 1)
+    np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
+    np.testing.assert_array_equal(got.asnumpy()[..., 0], gather_np(y[..., 0], idx.asnumpy()).max(-1))
+
+
+def test_without_kernels_eval_convs_use_the_native_operator_and_training_the_slices(pynative, monkeypatch):
+    """Without the im2col kernel, inference (the MINDIR) runs the native conv (much faster there);
+    training keeps the slices, whose sums equal the kernel's, so gradients match it."""
+    from vig.models.layers import Conv2d
+
+    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+    auto, native, slices = (Conv2d(5, 7, 3, 2, 1, impl=impl) for impl in ("auto", "native", "im2col"))
+    assert auto.im2col_kernel is None and auto.native_in_eval and not slices.native_in_eval
+    rng = np.random.default_rng(12)
+    weight, bias = rng.standard_normal((7, 5, 3, 3)), rng.standard_normal(7)
+    for conv in (auto, native, slices):
+        conv.weight.set_data(Tensor(weight.astype(np.float32)))
+        conv.bias.set_data(Tensor(bias.astype(np.float32)))
+    x = Tensor(rng.standard_normal((2, 5, 13, 11)).astype(np.float32))
+    for conv in (auto, native, slices):
+        conv.set_train(False)
+    np.testing.assert_array_equal(auto(x).asnumpy(), native(x).asnumpy())
+    assert not np.array_equal(native(x).asnumpy(), slices(x).asnumpy())  # else this test shows nothing
+    auto.set_train(True)
+    np.testing.assert_array_equal(auto(x).asnumpy(), slices(x).asnumpy())
+
+
+
 # ------------------------------------------------------------------------------------------------
 # Graph convolutions
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +206,7 @@ def _run_graph_conv(cell_class, seed):
     return x, idx, cell, cell(Tensor(x[..., None]), Tensor(idx)).asnumpy()
 
 
-def test_mr_conv_matches_reference(pynative):
+def test_mr_conv_matches_reference(pynative, ops_impl):
     x, idx, cell, got = _run_graph_conv(MRConv, 3)
     xj = (gather_np(x, idx) - x[..., None]).max(-1)
     inter = np.stack([x, xj], axis=2).reshape(2, 16, 6)  # x_0, xj_0, x_1, xj_1, ...
@@ -182,7 +236,7 @@ def test_gin_conv_matches_reference(pynative):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_graph_conv_on_reduced_keys(pynative):
+def test_graph_conv_on_reduced_keys(pynative, ops_impl):
     """Pyramid blocks gather neighbours from the pooled key set y, not from x."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 8, 6)).astype(np.float32)

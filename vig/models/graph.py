@@ -28,11 +28,15 @@ def l2_normalize(x, axis: int = 1, eps: float = 1e-12):
     return x / ops.maximum(norm, eps)
 
 
-def pairwise_distance(x, y):
-    """Squared Euclidean distance ||x||^2 - 2 x.y + ||y||^2 between rows; x (B, N, C), y (B, M, C)."""
-    inner = ops.matmul(x, y.transpose(0, 2, 1))
+def pairwise_distance(x, y, y_cols=None, y_sq=None):
+    """Squared Euclidean distance ||x||^2 - 2 x.y + ||y||^2 between rows; x (B, N, C), y (B, M, C).
+
+    `y_cols` (y as (B, C, M)) and `y_sq` ((B, 1, M)), when the caller has them, save the Transposes that
+    would rebuild them; the values are the same bits either way."""
+    inner = ops.matmul(x, y.transpose(0, 2, 1) if y_cols is None else y_cols)
     x_sq = (x * x).sum(axis=-1, keepdims=True)
-    y_sq = (y * y).sum(axis=-1, keepdims=True).transpose(0, 2, 1)
+    if y_sq is None:
+        y_sq = (y * y).sum(axis=-1, keepdims=True).transpose(0, 2, 1)
     return x_sq - 2.0 * inner + y_sq
 
 
@@ -61,12 +65,13 @@ class DilatedKnnGraph(nn.Cell):
             if relative_pos is None:
                 return ops.stop_gradient(self.kernel(x, keys, self.geometry))
             return ops.stop_gradient(self.kernel_rel(x, keys, relative_pos, self.geometry))
-        xq = l2_normalize(x.squeeze(-1), axis=1).transpose(0, 2, 1)  # (B, N, C)
-        if y is None:
-            yk = xq
+        xn = l2_normalize(x.squeeze(-1), axis=1)  # (B, C, N)
+        xq = xn.transpose(0, 2, 1)  # (B, N, C)
+        if y is None:  # the keys are the queries: reuse their (B, C, N) layout and squared norms
+            dist = pairwise_distance(xq, xq, xn, (xq * xq).sum(axis=-1, keepdims=True).transpose(0, 2, 1))
         else:
-            yk = l2_normalize(ops.stop_gradient(y).squeeze(-1), axis=1).transpose(0, 2, 1)
-        dist = pairwise_distance(xq, yk)
+            yn = l2_normalize(ops.stop_gradient(y).squeeze(-1), axis=1)
+            dist = pairwise_distance(xq, yn.transpose(0, 2, 1), yn)
         if relative_pos is not None:
             dist = dist + relative_pos
         _, idx = ops.topk(-dist, self.k * self.dilation)
@@ -78,6 +83,18 @@ class DilatedKnnGraph(nn.Cell):
             use_random = ops.rand((1,)) < self.epsilon
             dilated = ops.select(use_random.reshape(1, 1, 1), random_k, dilated)
         return dilated
+
+
+def max_of_neighbours(x, idx):
+    """max over j of gather_neighbours(x, idx)[..., j] -> (B, C, N, 1), exactly, for inference.
+
+    One (B, N) gather per neighbour folded with Maximum: ~3x faster on CPU than gathering (B, N*k, C),
+    transposing and ArgMaxWithValue (whose argmax the training path keeps for its gradient)."""
+    feats = x.squeeze(-1).transpose(0, 2, 1)  # (B, M, C)
+    out = ops.gather(feats, idx[:, :, 0], 1, batch_dims=1)  # (B, N, C)
+    for j in range(1, idx.shape[2]):
+        out = ops.maximum(out, ops.gather(feats, idx[:, :, j], 1, batch_dims=1))
+    return out.transpose(0, 2, 1).expand_dims(-1)
 
 
 def gather_neighbours(x, idx):
@@ -111,7 +128,10 @@ class MRConv(nn.Cell):
         if self.max_relative is not None and keys.dtype == ms.float32:
             return self.nn(self.max_relative(x, keys, idx)[0])
         # max_j(x_j - x_i) == max_j(x_j) - x_i exactly (subtraction is monotonic), one subtract less.
-        rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
+        if self.training:
+            rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
+        else:  # e.g. the exported MINDIR
+            rel = max_of_neighbours(keys, idx) - x
         c, n = x.shape[1], x.shape[2]
         inter = ops.cat([x.expand_dims(2), rel.expand_dims(2)], axis=2).reshape(-1, 2 * c, n, 1)
         return self.nn(inter)
