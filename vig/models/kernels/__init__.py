@@ -40,9 +40,9 @@ _SOURCES = {
 
 
 def _link_flags(source: str) -> list[str]:
-    """vig_gemm.cc calls oneDNN's sgemm from the libdnnl MindSpore ships (found next to MindSpore's own
-    libraries, and looked up there at run time too)."""
-    if source != "vig_gemm.cc":
+    """vig_gemm.cc and the kNN in vig_cpu_kernels.cc call oneDNN's sgemm from the libdnnl MindSpore ships
+    (found next to MindSpore's own libraries, and looked up there at run time too)."""
+    if source not in ("vig_gemm.cc", "vig_cpu_kernels.cc"):
         return []
     libdir = Path(ms.__file__).resolve().parent / "lib"
     if not (libdir / "libdnnl.so.3").exists():

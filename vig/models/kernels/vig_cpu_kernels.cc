@@ -7,12 +7,16 @@
 //
 // Why these exist: MindSpore 2.10 on CPU runs k x k convolutions on oneDNN's reference kernel, exact GELU,
 // top-k, max-over-neighbours (with the subtract and interleave around it) and the strided slices of an im2col 10-100x slower than PyTorch
-// (docs/performance.md). Matrix products stay with MindSpore (oneDNN's fast 1x1 path).
+// (docs/performance.md).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+// oneDNN's sgemm, from the libdnnl MindSpore ships (see vig_gemm.cc)
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 namespace {
 
@@ -124,9 +128,11 @@ int MaxRelative(int nparam, void **params, int *ndims, int64_t **shapes, const c
   if (shapes[0][1] != C || shapes[0][2] != N) return 2;
   // Per batch: transpose the keys to (M, C) so every neighbour is one contiguous row, and take the
   // running max over a whole channel vector at a time (vectorised compare + blend).
+// The maxima are collected node-major (N, C) and written out channel-major at the end, so every store
+// is contiguous.
 #pragma omp parallel
   {
-    std::vector<float> keys(M * C), best(C), best_at(C);
+    std::vector<float> keys(M * C), best(N * C), best_at(N * C);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       const float *yb = y + b * C * M;
@@ -134,8 +140,8 @@ int MaxRelative(int nparam, void **params, int *ndims, int64_t **shapes, const c
         for (int64_t m = 0; m < M; ++m) keys[m * C + c] = yb[c * M + m];
       for (int64_t n = 0; n < N; ++n) {
         const int32_t *nb = idx + (b * N + n) * K;
-        float *__restrict bv = best.data();
-        float *__restrict ba = best_at.data();  // key index as float (exact below 2^24): one blend type
+        float *__restrict bv = best.data() + n * C;
+        float *__restrict ba = best_at.data() + n * C;  // key index as float (exact below 2^24): one blend type
         const float *__restrict first = &keys[nb[0] * C];
         const float first_at = static_cast<float>(nb[0]);
         for (int64_t c = 0; c < C; ++c) {
@@ -152,11 +158,15 @@ int MaxRelative(int nparam, void **params, int *ndims, int64_t **shapes, const c
             ba[c] = better ? at : ba[c];
           }
         }
-        for (int64_t c = 0; c < C; ++c) {
-          const float xv = x[(b * C + c) * N + n];
-          out[(b * 2 * C + 2 * c) * N + n] = xv;
-          out[(b * 2 * C + 2 * c + 1) * N + n] = bv[c] - xv;
-          arg[(b * C + c) * N + n] = static_cast<int32_t>(ba[c]);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const float *xc = x + (b * C + c) * N;
+        float *o = out + (b * 2 * C + 2 * c) * N;
+        int32_t *a = arg + (b * C + c) * N;
+        std::memcpy(o, xc, sizeof(float) * N);
+        for (int64_t n = 0; n < N; ++n) {
+          o[N + n] = best[n * C + c] - xc[n];
+          a[n] = static_cast<int32_t>(best_at[n * C + c]);
         }
       }
     }
@@ -219,7 +229,7 @@ static int knn_impl(const float *x, const float *y, const float *rel, int64_t re
   const int64_t k = geo[0], d = geo[1], kd = k * d;
   if (k < 1 || d < 1 || kd > M) return 3;
   const bool self_keys = (x == y);
-  constexpr int64_t kQueries = 8;  // queries per pass over the keys: each key row is loaded once for 8
+  constexpr int64_t kQueries = 64;  // queries per inner-product block (bounds the distance buffer)
 #pragma omp parallel
   {
     std::vector<float> xn(C * N), yn(self_keys ? 0 : C * M), xsq(N), ysq(self_keys ? 0 : M);
@@ -233,18 +243,8 @@ static int knn_impl(const float *x, const float *y, const float *rel, int64_t re
       const float *ksq = self_keys ? xsq.data() : ysq.data();
       for (int64_t n0 = 0; n0 < N; n0 += kQueries) {
         const int64_t nq = std::min(kQueries, N - n0);
-        // inner products of nq queries with every key, accumulated over channels along the contiguous
-        // key axis of the (C, M) map
-        std::fill(dist.begin(), dist.end(), 0.0f);
-        for (int64_t c = 0; c < C; ++c) {
-          const float *krow = keys + c * M;
-          for (int64_t q = 0; q < nq; ++q) {
-            const float xq = xn[c * N + n0 + q];
-            float *__restrict drow = &dist[q * M];
-#pragma omp simd
-            for (int64_t m = 0; m < M; ++m) drow[m] += xq * krow[m];
-          }
-        }
+        // inner products of nq queries with every key: dist (nq, M) = xn[:, n0:n0+nq]^T (nq, C) @ keys (C, M)
+        dnnl_sgemm('T', 'N', nq, M, C, 1.0f, xn.data() + n0, N, keys, M, 0.0f, dist.data(), M);
         for (int64_t q = 0; q < nq; ++q) {
           const int64_t n = n0 + q;
           float *drow = &dist[q * M];
