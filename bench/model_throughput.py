@@ -116,6 +116,7 @@ def time_knn_blocks(net, batch: int, args) -> list[dict]:
     import numpy as np
     import mindspore as ms
     from vig.models.graph import Grapher
+    from vig.models.layers import Identity
 
     out = []
     rng = np.random.default_rng(0)
@@ -133,9 +134,16 @@ def time_knn_blocks(net, batch: int, args) -> list[dict]:
         def knn(x, y):
             return conv.knn(x, y, grapher.relative_pos)
 
+        conv.gconv.nn = Identity()  # the graph step without its 1x1 conv: kNN, gather, max-relative
+
+        @ms.jit
+        def graph_step(x, y):
+            return conv.gconv(x, conv.knn(x, y, grapher.relative_pos), y)
+
         timing = median_time(lambda: knn(feats, keys).asnumpy(), args.warmup, args.repeats)
+        graph = median_time(lambda: graph_step(feats, keys).asnumpy(), args.warmup, args.repeats)
         out.append({"block": i, "k": conv.knn.k, "dilation": conv.knn.dilation, "nodes": n,
-                    "ms": 1e3 * timing["step_s"]})
+                    "ms": 1e3 * timing["step_s"], "graph_ms": 1e3 * graph["step_s"]})
     return out
 
 
@@ -212,15 +220,17 @@ def drive(args) -> dict:
                         log(f"{model} {case}: original PyTorch (round {rnd + 1}/{args.rounds})")
                         torch_runs.append(run_subprocess(torch_cmd(args, model, case, images)))
                 if case == "knn":
-                    entry["mindspore_ms_per_block"] = [statistics.median(r["blocks"][i]["ms"] for r in ms_runs)
-                                                       for i in range(len(ms_runs[0]["blocks"]))]
-                    entry["blocks"] = [{k: v for k, v in b.items() if k != "ms"} for b in ms_runs[0]["blocks"]]
-                    entry["mindspore_ms_total"] = sum(entry["mindspore_ms_per_block"])
-                    if torch_runs:
-                        entry["original_ms_per_block"] = [statistics.median(r["blocks"][i]["ms"] for r in torch_runs)
-                                                          for i in range(len(torch_runs[0]["blocks"]))]
-                        entry["original_ms_total"] = sum(entry["original_ms_per_block"])
-                        entry["ratio"] = entry["mindspore_ms_total"] / entry["original_ms_total"]
+                    entry["blocks"] = [{k: v for k, v in b.items() if not k.endswith("ms")} for b in ms_runs[0]["blocks"]]
+                    # "" = the kNN alone, "graph_" = kNN + neighbour gather + max-relative features
+                    for what in ("", "graph_"):
+                        sides = [("mindspore", ms_runs)] + ([("original", torch_runs)] if torch_runs else [])
+                        for side, runs in sides:
+                            per_block = [statistics.median(r["blocks"][i][what + "ms"] for r in runs)
+                                         for i in range(len(runs[0]["blocks"]))]
+                            entry[f"{side}_{what}ms_per_block"] = per_block
+                            entry[f"{side}_{what}ms_total"] = sum(per_block)
+                        if torch_runs:
+                            entry[what + "ratio"] = entry[f"mindspore_{what}ms_total"] / entry[f"original_{what}ms_total"]
                 else:
                     entry["mindspore"] = summarise(ms_runs)
                     if torch_runs:
@@ -228,7 +238,7 @@ def drive(args) -> dict:
                         entry["original"]["torch"] = torch_runs[0]["torch"]
                         entry["ratio"] = entry["mindspore"]["step_s"] / entry["original"]["step_s"]
                         entry["cpu_ratio"] = entry["mindspore"]["cpu_s"] / entry["original"]["cpu_s"]
-                log(f"{model} {case}: " + json.dumps({k: v for k, v in entry.items() if k in ("ratio", "cpu_ratio")}
+                log(f"{model} {case}: " + json.dumps({k: v for k, v in entry.items() if k in ("ratio", "cpu_ratio", "graph_ratio")}
                                                     | ({"ms_step_s": entry["mindspore"]["step_s"]}
                                                        if "mindspore" in entry else {})))
                 result["results"].append(entry)
