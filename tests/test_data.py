@@ -282,6 +282,22 @@ def test_train_batches_are_deterministic_and_epochs_differ(jpeg_root):
     assert not np.array_equal(first[0][0], other_seed[0][0])
 
 
+def test_thread_and_process_workers_give_the_same_batches(jpeg_root, monkeypatch):
+    import vig.data.dataset as dataset_module
+
+    cfg = dict(num_classes=3, image_size=32, re_prob=0.5, num_parallel_workers=2)
+    assert dataset_module._map_kwargs(2)["python_multiprocessing"] is False  # 2 workers: threads
+    threads = _batches(build_train_dataset(jpeg_root, cfg, 4, seed=3, epoch=1))
+    threads_eval = _batches(build_eval_dataset(jpeg_root, cfg, 4))
+    monkeypatch.setattr(dataset_module, "THREAD_WORKERS_MAX", 1)  # the same 2 workers as forked processes
+    assert dataset_module._map_kwargs(2)["python_multiprocessing"] is True
+    processes = _batches(build_train_dataset(jpeg_root, cfg, 4, seed=3, epoch=1))
+    processes_eval = _batches(build_eval_dataset(jpeg_root, cfg, 4))
+    assert len(threads) == len(processes) == 3 and len(threads_eval) == len(processes_eval) == 2
+    for (image_a, label_a), (image_b, label_b) in zip(threads + threads_eval, processes + processes_eval):
+        assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
+
+
 def test_train_labels_are_soft_without_mixup(id_root):
     cfg = dict(NO_AUGMENT, num_classes=3, image_size=16, label_smoothing=0.3, num_parallel_workers=1)
     (images, labels), *_ = _batches(build_train_dataset(id_root, cfg, 3))

@@ -101,9 +101,16 @@ class _EvalSample:
         return self.transform(load_rgb(self.paths[index])), np.int32(self.labels[index])
 
 
+# Up to this many workers run as threads in the training process. PIL's decode/resize/affine and numpy
+# release the GIL for ~3/4 of an image's time (cProfile of the seed chain), so on 2 cores threads keep pace
+# with forked processes (bench/data_vs_step.py: same or higher img/s, less CPU per image), and they spare
+# every epoch's dataset MindSpore's process shutdown (it sleeps 0.5 s per exiting worker: 1.1 s with 2) and
+# slower start-up (0.3-1.0 s vs 0.1-0.3 s). More workers fork: the GIL would cap threads.
+THREAD_WORKERS_MAX = 2
+
+
 def _map_kwargs(workers):
-    # forked Python workers sidestep the GIL for PIL/numpy work; one worker stays in-process
-    return dict(num_parallel_workers=workers, python_multiprocessing=workers > 1)
+    return dict(num_parallel_workers=workers, python_multiprocessing=workers > THREAD_WORKERS_MAX)
 
 
 def _check_batching(dcfg, batch_size, rank, world_size):
