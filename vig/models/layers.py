@@ -67,7 +67,7 @@ class Conv2d(nn.Cell):
         return self.weight if self.weight.dtype == x.dtype else self.weight.astype(x.dtype)
 
     def _native(self, x):
-        if self.conv1x1_kernel is not None and x.dtype == ms.float32:
+        if self.conv1x1_kernel is not None and self.kernel_size == 1 and x.dtype == ms.float32:
             return self.conv1x1_kernel(x, self.weight, self.conv1x1_groups)
         return ops.conv2d(x, self._weight(x), None, self.stride, "pad", self.padding, 1, self.groups)
 
