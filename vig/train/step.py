@@ -79,7 +79,7 @@ def has_unseeded_randomness(net: nn.Cell) -> list[str]:
 
 
 def apply_amp(net: nn.Cell, amp_level: str) -> nn.Cell:
-    """O0 float32; O1 MindSpore's white list; O2 float16 except BatchNorm; O3 all float16."""
+    """O0 float32; O2 float16 except BatchNorm; O3 all float16 (O1 is refused by the config schema)."""
     if amp_level == "O0":
         return net
     net = amp.auto_mixed_precision(net, amp_level)
