@@ -141,6 +141,44 @@ def test_inf_gradient_skips_the_step_and_lowers_the_loss_scale(pynative):
     assert any(not np.array_equal(p.asnumpy(), before[p.name]) for p in net.trainable_params())
 
 
+@pytest.mark.parametrize("clip_norm", [None, 1e-3, 1e3])
+def test_train_step_update_equals_unscale_then_clip_by_global_norm(graph_mode, clip_norm):
+    """TrainStep's fused finish (one sum-of-squares pass, one multiply per gradient, compiled kernels on
+    CPU) must apply what amp's unscale + all_finite + ops.clip_by_global_norm would: with plain SGD at
+    lr 1 the weight change is minus the processed gradient, compared with that composition."""
+    import mindspore as ms
+    from mindspore import Tensor, amp, nn, ops
+
+    from vig.models import create_model
+    from vig.train.loss import SoftTargetCrossEntropy
+    from vig.train.step import TrainStep
+
+    ms.set_seed(0)
+    net = create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC)
+    net.set_train(False)  # BatchNorm on running statistics: the reference pass below sees the same network
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    y = Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]])
+    params = net.trainable_params()
+    scale = 2.0 ** 10
+    loss_fn = SoftTargetCrossEntropy()
+
+    def scaled_loss(a, b):
+        return loss_fn(net(a), b) * scale
+
+    grads = ms.value_and_grad(scaled_loss, None, params)(x, y)[1]
+    grads = tuple(g / scale for g in grads)
+    assert bool(amp.all_finite(grads).asnumpy())
+    if clip_norm is not None:
+        grads = ops.clip_by_global_norm(grads, clip_norm)
+    before = [p.asnumpy().copy() for p in params]
+    step = TrainStep(net, loss_fn, nn.SGD(params, learning_rate=1.0), amp.StaticLossScaler(scale), clip_norm)
+    _, finite, _ = step(x, y)
+    assert bool(finite.asnumpy())
+    for p, old, g in zip(params, before, grads):
+        np.testing.assert_allclose(old - p.asnumpy(), g.asnumpy(), rtol=1e-4, atol=1e-7, err_msg=p.name)
+
+
 def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative, monkeypatch):
     # MindSpore's own ops, as on GPU/Ascend (O2 with the CPU kernels: the test below)
     monkeypatch.setenv("VIG_NATIVE_OPS", "1")

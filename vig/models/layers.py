@@ -116,22 +116,21 @@ class Conv2d(nn.Cell):
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d (same parameters and checkpoint names); in training on CPU the batch statistics,
     normalisation and gradient come from a compiled kernel (vig/models/kernels/vig_norm.cc), which is
-    several times faster than MindSpore's CPU BatchNorm, and the running statistics are updated here
-    exactly as MindSpore's kernel does (unbiased variance, `momentum` weighting the old value)."""
+    several times faster than MindSpore's CPU BatchNorm; the same kernel updates the running statistics
+    as MindSpore's does (unbiased variance, `momentum` weighting the old value)."""
 
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.9):
         super().__init__(channels, eps=eps, momentum=momentum)
         self.train_kernel = kernels.batch_norm_train()
-        self.eps_tensor = ms.Tensor([eps], ms.float32)
+        # nn.BatchNorm2d keeps 1 - momentum in self.momentum: the weight of the new batch
+        self.kernel_hyper = ms.Tensor([eps, self.momentum], ms.float32)
 
     def construct(self, x):
         if self.training and self.train_kernel is not None and x.dtype == ms.float32:
-            y, mean, _, var = self.train_kernel(x, self.gamma, self.beta, self.eps_tensor)
-            m = self.momentum  # nn.BatchNorm2d keeps 1 - momentum here: the weight of the new batch
-            new_mean = self.moving_mean * (1.0 - m) + ops.stop_gradient(mean) * m
-            new_var = self.moving_variance * (1.0 - m) + ops.stop_gradient(var) * m
-            y = ops.depend(y, ops.assign(self.moving_mean, new_mean))
-            return ops.depend(y, ops.assign(self.moving_variance, new_var))
+            y, _, _, new_mean, new_var = self.train_kernel(x, self.gamma, self.beta, self.moving_mean,
+                                                           self.moving_variance, self.kernel_hyper)
+            y = ops.depend(y, ops.assign(self.moving_mean, ops.stop_gradient(new_mean)))
+            return ops.depend(y, ops.assign(self.moving_variance, ops.stop_gradient(new_var)))
         return super().construct(x)
 
 

@@ -246,8 +246,9 @@ def _dilated_knn(k: int, with_relative_pos: bool):
 
 
 def batch_norm_train():
-    """(x (B, C, ...), gamma (C), beta (C), eps (1)) -> (y, mean, invstd, unbiased var): training-mode
-    BatchNorm with batch statistics; the gradient flows to x, gamma and beta through y only."""
+    """(x (B, C, ...), gamma, beta, moving_mean, moving_var (C), hyper [eps, momentum]) -> (y, mean, invstd,
+    new moving_mean, new moving_var): training-mode BatchNorm with batch statistics and the running
+    statistics' update; the gradient flows to x, gamma and beta through y only."""
     return _batch_norm_train() if enabled() else None
 
 
@@ -258,12 +259,15 @@ def _batch_norm_train():
     if backward is None:
         return None
 
-    def bprop(x, gamma, beta, eps, out, dout):
+    def bprop(x, gamma, beta, moving_mean, moving_var, hyper, out, dout):
         dx, dgamma, dbeta = backward(dout[0], x, gamma, out[1], out[2])
-        return dx, dgamma, dbeta, ops.zeros_like(eps)
+        return (dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var),
+                ops.zeros_like(hyper))
 
-    return _custom("vig_norm.cc", "BatchNormTrain", lambda x, gamma, beta, eps: (x, gamma, gamma, gamma),
-                   lambda x, gamma, beta, eps: (x, gamma, gamma, gamma), bprop)
+    def shapes(x, gamma, beta, moving_mean, moving_var, hyper):
+        return x, gamma, gamma, gamma, gamma
+
+    return _custom("vig_norm.cc", "BatchNormTrain", shapes, shapes, bprop)
 
 
 def bias_add():
@@ -306,3 +310,13 @@ def _conv1x1(groups: int):
         return [x[0], w[0], x[2], x[3]]
 
     return _custom("vig_gemm.cc", "Conv1x1", out_shape, lambda x, w, geo: x, bprop, str(groups))
+
+
+def square_sum():
+    """g (float32, any shape) -> (1,) sum of squares (accumulated in double). No gradient (train-step use)."""
+    return _custom("vig_norm.cc", "SquareSum", lambda g: [1], lambda g: g) if enabled() else None
+
+
+def scale():
+    """(g (float32, any shape), factor (1,)) -> g * factor. No gradient (train-step use)."""
+    return _custom("vig_norm.cc", "Scale", lambda g, f: g, lambda g, f: g) if enabled() else None

@@ -27,24 +27,29 @@ bool planes(int ndim, const int64_t *shape, int64_t *B, int64_t *C, int64_t *S) 
 
 extern "C" {
 
-// inputs: x (B, C, ...), gamma (C), beta (C), eps (1)
+// inputs: x (B, C, ...), gamma (C), beta (C), moving_mean (C), moving_var (C), hyper (2) = [eps, momentum]
 // outputs: y (like x), mean (C), invstd (C) = 1/sqrt(var + eps) with the biased variance (used to
-// normalise and by the gradient), var_unbiased (C) (what the running variance is updated with, as in
-// PyTorch and MindSpore's own BatchNorm).
+// normalise and by the gradient), and the updated running statistics (1 - momentum) * moving + momentum *
+// batch, the variance unbiased (as PyTorch and MindSpore's own BatchNorm; `momentum` weights the batch).
+// Updating them here spares four tiny elementwise ops per layer, each costing a kernel launch.
 int BatchNormTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
                    void *) {
-  if (nparam != 8 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[3], "float32"))
+  if (nparam != 11 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32") || !is(dtypes[5], "float32"))
     return 1;
   int64_t B, C, S;
-  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[1][0] != C) return 2;
+  if (!planes(ndims[0], shapes[0], &B, &C, &S) || shapes[1][0] != C || shapes[3][0] != C) return 2;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]);
   const float *beta = static_cast<const float *>(params[2]);
-  const double eps = static_cast<const float *>(params[3])[0];
-  float *y = static_cast<float *>(params[4]);
-  float *mean_out = static_cast<float *>(params[5]);
-  float *invstd_out = static_cast<float *>(params[6]);
-  float *var_out = static_cast<float *>(params[7]);
+  const float *moving_mean = static_cast<const float *>(params[3]);
+  const float *moving_var = static_cast<const float *>(params[4]);
+  const double eps = static_cast<const float *>(params[5])[0];
+  const float momentum = static_cast<const float *>(params[5])[1];
+  float *y = static_cast<float *>(params[6]);
+  float *mean_out = static_cast<float *>(params[7]);
+  float *invstd_out = static_cast<float *>(params[8]);
+  float *new_mean = static_cast<float *>(params[9]);
+  float *new_var = static_cast<float *>(params[10]);
   const double n = static_cast<double>(B * S);
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < C; ++c) {
@@ -76,7 +81,9 @@ int BatchNormTrain(int nparam, void **params, int *ndims, int64_t **shapes, cons
     }
     mean_out[c] = static_cast<float>(mean);
     invstd_out[c] = static_cast<float>(invstd);
-    var_out[c] = static_cast<float>(n > 1 ? sq / (n - 1) : var);
+    const float unbiased = static_cast<float>(n > 1 ? sq / (n - 1) : var);
+    new_mean[c] = moving_mean[c] * (1.0f - momentum) + static_cast<float>(mean) * momentum;
+    new_var[c] = moving_var[c] * (1.0f - momentum) + unbiased * momentum;
   }
   return 0;
 }
@@ -168,6 +175,38 @@ int BiasAddGrad(int nparam, void **params, int *ndims, int64_t **shapes, const c
     }
     db[c] = static_cast<float>(sum);
   }
+  return 0;
+}
+
+}  // extern "C"
+
+extern "C" {
+
+// Per-gradient helpers of the train step (one launch each instead of MindSpore's slow scalar-broadcast
+// Mul and Square + ReduceSum on big tensors).
+// inputs: g (any shape, float32); output: sum of squares (1,), accumulated in double
+int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 2 || !is(dtypes[0], "float32")) return 1;
+  int64_t n = 1;
+  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
+  const float *g = static_cast<const float *>(params[0]);
+  double sum = 0.0;
+#pragma omp parallel for simd reduction(+ : sum) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(g[i]) * g[i];
+  static_cast<float *>(params[1])[0] = static_cast<float>(sum);
+  return 0;
+}
+
+// inputs: g (any shape, float32), factor (1,) float32; output: g * factor
+int Scale(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+  if (nparam != 3 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32")) return 1;
+  int64_t n = 1;
+  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
+  const float *g = static_cast<const float *>(params[0]);
+  const float f = static_cast<const float *>(params[1])[0];
+  float *out = static_cast<float *>(params[2]);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * f;
   return 0;
 }
 
