@@ -10,12 +10,14 @@ Then, alternating for `--rounds` rounds, each in a fresh subprocess on the same 
 
 - `eval`: the network built from the config with the compiled CPU kernels, the checkpoint loaded, eval
   mode, GRAPH_MODE - the forward of the evaluation step (vig/train/evaluate.py) without its loss/top-5;
+- `eval_native`: the same with MindSpore's native ops only (`VIG_NATIVE_OPS`), i.e. the graph the MINDIR
+  holds, run in the framework;
 - `mindir`: `nn.GraphCell(mindspore.load(file))`, as vig/deploy/infer.py runs it.
 
 Both set the CPU op threads as the deployment CLIs do (vig.models.kernels.set_cpu_threads). `step_s` is
 the median over rounds of each round's median step (after `--warmup` untimed steps, the first of
 which compiles: `compile_s`), `cpu_s` the process CPU seconds per step, `ratio` = mindir / eval step
-time (target <= 1.0).
+time (target <= 1.0), `ratio_vs_native_eval` = mindir / eval_native (what the file and its loader cost).
 
 So that the bench cannot time a broken graph, `max_abs_diff` compares the MINDIR's logits on the timed
 batch with the same network's run in MindSpore with the same native ops (`prepare`); above
@@ -39,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_throughput import REPO, log, machine_info, median_time, run_subprocess, summarise  # noqa: E402
 
-WORKERS = ("prepare", "eval", "mindir")
+WORKERS = ("prepare", "eval", "eval_native", "mindir")
 
 
 def _model_cfg(model: str, image_size: int) -> dict:
@@ -117,11 +119,16 @@ def run_worker(args) -> dict:
         return {"export_s": export_s, "mindir_mb": os.path.getsize(args.mindir) / 1e6}
 
     images = ms.Tensor(np.load(args.images))
-    if args.worker == "eval":
+    if args.worker in ("eval", "eval_native"):
         from vig.config import build_model
+        from vig.deploy.export import native_ops
         from vig.train.evaluate import load_weights
 
-        net = build_model(cfg, training=False)
+        if args.worker == "eval_native":  # the graph the MINDIR holds, run in the framework
+            with native_ops():
+                net = build_model(cfg, training=False)
+        else:
+            net = build_model(cfg, training=False)
         load_weights(net, args.checkpoint)
         net.set_train(False)
         step = net  # a Cell called in GRAPH_MODE compiles once, like _EvalForward in evaluate()
@@ -163,23 +170,27 @@ def drive(args) -> dict:
             files.update({f"{w}_logits": os.path.join(tmp, f"{model}.{w}.npy") for w in WORKERS})
             log(f"{model}: checkpoint + export")
             prep = run_subprocess(worker_cmd(args, "prepare", model, files))
-            runs = {"eval": [], "mindir": []}
+            runs = {"eval": [], "eval_native": [], "mindir": []}
             for rnd in range(args.rounds):
-                for worker in ("eval", "mindir"):
+                for worker in runs:
                     log(f"{model} {worker} (round {rnd + 1}/{args.rounds})")
                     runs[worker].append(run_subprocess(worker_cmd(args, worker, model, files)))
             logits = {w: np.load(files[f"{w}_logits"]) for w in WORKERS}
             got, native, evaluated = logits["mindir"], logits["prepare"], logits["eval"]
             diff = float(np.abs(got - native).max()) if got.shape == native.shape else float("inf")
             entry = {"model": model, "export_s": prep["export_s"], "mindir_mb": prep["mindir_mb"],
-                     "eval": summarise(runs["eval"]), "mindir": summarise(runs["mindir"]),
+                     **{worker: summarise(timings) for worker, timings in runs.items()},
                      "max_abs_diff": diff, "logits_scale": float(np.abs(native).max())}
             if got.shape == evaluated.shape:
                 entry["max_abs_diff_vs_eval"] = float(np.abs(got - evaluated).max())
                 entry["top1_agreement_vs_eval"] = float((got.argmax(1) == evaluated.argmax(1)).mean())
             entry["ratio"] = entry["mindir"]["step_s"] / entry["eval"]["step_s"]
             entry["cpu_ratio"] = entry["mindir"]["cpu_s"] / entry["eval"]["cpu_s"]
-            log(f"{model}: " + json.dumps({k: entry.get(k) for k in ("ratio", "cpu_ratio", "max_abs_diff",
+            # the same comparison against the MINDIR's own (native-op) graph run in the framework: what the
+            # file format and its loader cost, apart from the compiled kernels it cannot carry
+            entry["ratio_vs_native_eval"] = entry["mindir"]["step_s"] / entry["eval_native"]["step_s"]
+            log(f"{model}: " + json.dumps({k: entry.get(k) for k in ("ratio", "cpu_ratio", "ratio_vs_native_eval",
+                                                                     "max_abs_diff",
                                                                      "max_abs_diff_vs_eval")}))
             result["results"].append(entry)
             if not diff <= args.tolerance * max(1.0, entry["logits_scale"]):
