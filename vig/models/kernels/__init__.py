@@ -1,10 +1,11 @@
 """Compiled CPU kernels for ViG, exposed as `mindspore.ops.Custom` primitives with gradients.
 
-MindSpore 2.10's own CPU kernels for exact GELU, top-k, max over gathered neighbours and the pieces of a
-k x k convolution are 10-100x slower than PyTorch's (docs/performance.md). The C++ sources next to this
-file are compiled with g++ on first use into a per-user cache outside the repository
-(`$VIG_KERNEL_CACHE`, default `~/.cache/vig-kernels`), keyed by a hash of source, flags, compiler and
-CPU, so a changed source or another machine never reuses a stale library.
+MindSpore 2.10's own CPU kernels for exact GELU, top-k, max over gathered neighbours, the pieces of a
+k x k convolution, BatchNorm, channel sums and even 1x1 convolutions are 2-100x slower than PyTorch's
+(docs/performance.md). The C++ sources next to this file are compiled with g++ on first use into a
+per-user cache outside the repository (`$VIG_KERNEL_CACHE`, default `~/.cache/vig-kernels`), keyed by a
+hash of source, flags, compiler and CPU, so a changed source or another machine never reuses a stale
+library. Matrix products call oneDNN's sgemm from the libdnnl.so.3 that MindSpore ships.
 
 Every getter returns None when the kernels cannot be used: not on CPU, `VIG_NATIVE_OPS=1` in the
 environment, or no working g++ (a warning is logged once). Callers then use the native MindSpore op,
