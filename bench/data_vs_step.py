@@ -46,6 +46,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import data_throughput  # noqa: E402  (bench/data_throughput.py: JPEG writer, pipeline measure, CPU time)
+from model_throughput import print_result  # noqa: E402
 
 DEFAULT_CONFIGS = ["config/models/vig_ti_patch16_224.yaml", "config/models/vig_demo.yaml"]
 
@@ -353,10 +354,7 @@ def main(argv=None):
             raise SystemExit(f"case {config} failed (exit {proc.returncode}); see the progress above")
         cases.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     result = {"bench": "data_vs_step", "cases": cases, "load_average": [round(x, 2) for x in os.getloadavg()]}
-    text = json.dumps(result, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+    print_result(result, args.output)
     return 0
 
 

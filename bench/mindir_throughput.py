@@ -39,7 +39,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_throughput import REPO, log, machine_info, median_time, run_subprocess, summarise  # noqa: E402
+from model_throughput import (REPO, log, machine_info, median_time, print_result, run_subprocess,  # noqa: E402
+                              summarise)
 
 WORKERS = ("prepare", "eval", "eval_native", "mindir")
 
@@ -242,14 +243,7 @@ def main(argv=None) -> None:
                       peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
         print(json.dumps(result))
         return
-    result = drive(args)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.output)
-    print(text)
+    print_result(drive(args), args.output)
 
 
 if __name__ == "__main__":

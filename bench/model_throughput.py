@@ -193,6 +193,17 @@ def machine_info() -> dict:
     return info
 
 
+def print_result(result: dict, output: str | None) -> None:
+    """The bench's JSON on stdout and, with --output, in that file (written whole, then renamed)."""
+    text = json.dumps(result, indent=2)
+    if output:
+        tmp = output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, output)
+    print(text)
+
+
 def drive(args) -> dict:
     import numpy as np
 
@@ -283,14 +294,7 @@ def main(argv=None) -> None:
                       peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
         print(json.dumps(result))
         return
-    result = drive(args)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.output)
-    print(text)
+    print_result(drive(args), args.output)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ class Conv2d(nn.Cell):
         self.bias_kernel = kernels.bias_add() if bias else None
         # The 1x1 product (of the input, or of the im2col) as compiled sgemm calls on CPU.
         pointwise = impl == "im2col" or (kernel_size == 1 and stride == 1 and padding == 0)
-        self.conv1x1_kernel = kernels.conv1x1(1 if impl == "im2col" else groups) if pointwise else None
-        self.conv1x1_groups = kernels.geometry(1 if impl == "im2col" else groups)
+        product_groups = 1 if impl == "im2col" else groups
+        self.conv1x1_kernel = kernels.conv1x1(product_groups) if pointwise else None
+        self.conv1x1_groups = kernels.geometry(product_groups)
 
     def _weight(self, x):
         # amp O2/O3 in GRAPH_MODE casts this cell's input to float16 but leaves the weight float32 here

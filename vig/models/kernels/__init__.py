@@ -315,9 +315,19 @@ def _conv1x1(groups: int):
 
 def square_sum():
     """g (float32, any shape) -> (1,) sum of squares (accumulated in double). No gradient (train-step use)."""
-    return _custom("vig_norm.cc", "SquareSum", lambda g: [1], lambda g: g) if enabled() else None
+    return _square_sum() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _square_sum():
+    return _custom("vig_norm.cc", "SquareSum", lambda g: [1], lambda g: g)
 
 
 def scale():
     """(g (float32, any shape), factor (1,)) -> g * factor. No gradient (train-step use)."""
-    return _custom("vig_norm.cc", "Scale", lambda g, f: g, lambda g, f: g) if enabled() else None
+    return _scale() if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _scale():
+    return _custom("vig_norm.cc", "Scale", lambda g, f: g, lambda g, f: g)

@@ -23,6 +23,23 @@ bool planes(int ndim, const int64_t *shape, int64_t *B, int64_t *C, int64_t *S) 
   return true;
 }
 
+int64_t numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+// sum of channel c over every (b, c) plane of a (B, C, S) map, accumulated in double
+double channel_sum(const float *x, int64_t B, int64_t C, int64_t S, int64_t c) {
+  double sum = 0.0;
+  for (int64_t b = 0; b < B; ++b) {
+    const float *p = x + (b * C + c) * S;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < S; ++i) sum += p[i];
+  }
+  return sum;
+}
+
 }  // namespace
 
 extern "C" {
@@ -53,13 +70,7 @@ int BatchNormTrain(int nparam, void **params, int *ndims, int64_t **shapes, cons
   const double n = static_cast<double>(B * S);
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < C; ++c) {
-    double sum = 0.0;
-    for (int64_t b = 0; b < B; ++b) {
-      const float *p = x + (b * C + c) * S;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < S; ++i) sum += p[i];
-    }
-    const double mean = sum / n;
+    const double mean = channel_sum(x, B, C, S, c) / n;
     double sq = 0.0;
     for (int64_t b = 0; b < B; ++b) {
       const float *p = x + (b * C + c) * S;
@@ -166,29 +177,16 @@ int BiasAddGrad(int nparam, void **params, int *ndims, int64_t **shapes, const c
   const float *dy = static_cast<const float *>(params[0]);
   float *db = static_cast<float *>(params[2]);
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    double sum = 0.0;
-    for (int64_t b = 0; b < B; ++b) {
-      const float *g = dy + (b * C + c) * S;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < S; ++i) sum += g[i];
-    }
-    db[c] = static_cast<float>(sum);
-  }
+  for (int64_t c = 0; c < C; ++c) db[c] = static_cast<float>(channel_sum(dy, B, C, S, c));
   return 0;
 }
-
-}  // extern "C"
-
-extern "C" {
 
 // Per-gradient helpers of the train step (one launch each instead of MindSpore's slow scalar-broadcast
 // Mul and Square + ReduceSum on big tensors).
 // inputs: g (any shape, float32); output: sum of squares (1,), accumulated in double
 int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 2 || !is(dtypes[0], "float32")) return 1;
-  int64_t n = 1;
-  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
+  const int64_t n = numel(ndims[0], shapes[0]);
   const float *g = static_cast<const float *>(params[0]);
   double sum = 0.0;
 #pragma omp parallel for simd reduction(+ : sum) schedule(static) if (n > 65536)
@@ -200,8 +198,7 @@ int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes, const cha
 // inputs: g (any shape, float32), factor (1,) float32; output: g * factor
 int Scale(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
   if (nparam != 3 || !is(dtypes[0], "float32") || !is(dtypes[1], "float32")) return 1;
-  int64_t n = 1;
-  for (int i = 0; i < ndims[0]; ++i) n *= shapes[0][i];
+  const int64_t n = numel(ndims[0], shapes[0]);
   const float *g = static_cast<const float *>(params[0]);
   const float f = static_cast<const float *>(params[1])[0];
   float *out = static_cast<float *>(params[2]);
