@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vig.cluster import rank_table as rt
 from vig.cluster import (
     PLACEHOLDER_DEVICE_IP,
     RankTableError,
+    ServerSpec,
     build_rank_table,
     device_of_rank,
     expand_nodelist,
@@ -20,6 +20,7 @@ from vig.cluster import (
     parse_hccn_conf,
     parse_hccn_tool_output,
     rank_table_from_config,
+    run_command,
     server_of_rank,
     validate_rank_table,
     world_size,
@@ -167,10 +168,10 @@ def test_hccn_tool_failure_names_the_device_or_falls_back_to_hccn_conf():
 
 def test_default_command_runner_reports_missing_tools_and_failures():
     with pytest.raises(RankTableError, match="hccn_tool_absent_xyz -i 0: could not run"):
-        rt.run_command(["hccn_tool_absent_xyz", "-i", "0"])
+        run_command(["hccn_tool_absent_xyz", "-i", "0"])
     with pytest.raises(RankTableError, match="exit code 3: bad device"):
-        rt.run_command([sys.executable, "-c", "import sys; sys.stderr.write('bad device'); sys.exit(3)"])
-    assert rt.run_command([sys.executable, "-c", "print('ipaddr:10.2.3.4')"]) == "ipaddr:10.2.3.4\n"
+        run_command([sys.executable, "-c", "import sys; sys.stderr.write('bad device'); sys.exit(3)"])
+    assert run_command([sys.executable, "-c", "print('ipaddr:10.2.3.4')"]) == "ipaddr:10.2.3.4\n"
 
 
 # ----------------------------------------------------------------------------- Slurm
@@ -316,7 +317,7 @@ def test_several_problems_are_reported_together():
 
 
 def test_build_rank_table_validates_what_it_builds():
-    servers = [rt.ServerSpec("a", ((0, "10.1.1.1"),)), rt.ServerSpec("b", ((0, "10.1.1.1"),))]
+    servers = [ServerSpec("a", ((0, "10.1.1.1"),)), ServerSpec("b", ((0, "10.1.1.1"),))]
     with pytest.raises(RankTableError, match="server 'b' device '0': device_ip 10.1.1.1 is already used"):
         build_rank_table(servers)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from vig.cluster.rank_table import (
+from vig.cluster import (
     DEFAULT_MAX_DEVICE_ID,
     RankTableError,
     local_server_id,

@@ -37,7 +37,7 @@ def read_topology(rank_table: str | None, node_rank: int = 0) -> Topology:
     """World size and this server's ranks/devices from an hccl_tools rank table (1 rank without one)."""
     if not rank_table:
         return Topology()
-    from ..cluster.rank_table import RankTableError, device_of_rank, load_rank_table, local_ranks, world_size
+    from ..cluster import RankTableError, device_of_rank, load_rank_table, local_ranks, world_size
 
     try:
         table = load_rank_table(rank_table)
