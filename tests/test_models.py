@@ -1,5 +1,6 @@
 """The ViG family against the original's semantics: kNN, graph convs, schedules, counts, modes."""
 import math
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -123,6 +124,23 @@ def test_relative_position_term_is_negated_sincos_similarity():
     ramp = np.tile(np.arange(16, dtype=np.float64), (3, 1))
     down = _resize_axis_bicubic(ramp, 4, 1)
     np.testing.assert_allclose(down[:, 1:3], [[5.5, 9.5]] * 3, atol=1e-9)
+
+
+def test_relative_position_buffers_match_the_original():
+    """Each Grapher's own relative_pos buffer against the original Grapher's (tests/data/relative_pos.npz,
+    written by tests/reference/relative_pos.py from vig_pytorch with torch's bicubic interpolation)."""
+    reference = np.load(Path(__file__).parent / "data" / "relative_pos.npz")
+    net = create_model("pvig_ti_224_gelu", num_classes=10, **TINY_PYRAMID)
+    buffers = [p for p in net.get_parameters() if p.name.endswith("relative_pos")]
+    by_shape = {reference[f"{name}_case"][1]: name for name in
+                ("tiny_stage1", "tiny_stage2", "tiny_stage3", "tiny_stage4")}
+    assert {p.shape[1] for p in buffers} == set(by_shape), [p.shape for p in buffers]
+    for p in buffers:
+        want = reference[by_shape[p.shape[1]]]
+        np.testing.assert_allclose(p.asnumpy()[0], want, rtol=0, atol=1e-6, err_msg=p.name)
+    channels, n, r, step = reference["pvig_ti_stage1_case"]  # a real model's size, every step-th row stored
+    np.testing.assert_allclose(relative_position_bias(channels, n, r)[0, ::step], reference["pvig_ti_stage1"],
+                               rtol=0, atol=1e-6)
 
 
 def test_stochastic_dilation_only_in_training(pynative):
