@@ -14,7 +14,7 @@ Then, alternating for `--rounds` rounds, each in a fresh subprocess on the same 
   holds, run in the framework;
 - `mindir`: `nn.GraphCell(mindspore.load(file))`, as vig/deploy/infer.py runs it.
 
-Both set the CPU op threads as the deployment CLIs do (vig.models.kernels.set_cpu_threads). `step_s` is
+Both set the CPU op threads as the deployment CLIs do (vig.runtime.set_cpu_threads). `step_s` is
 the median over rounds of each round's median step (after `--warmup` untimed steps, the first of
 which compiles: `compile_s`), `cpu_s` the process CPU seconds per step, `ratio` = mindir / eval step
 time (target <= 1.0), `ratio_vs_native_eval` = mindir / eval_native (what the file and its loader cost).

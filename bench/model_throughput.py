@@ -73,7 +73,7 @@ def run_mindspore_case(args) -> dict:
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": args.jit_level})
     if args.ms_threads != 0:  # 0: MindSpore's default (25 threads whatever the core count)
-        from vig.models.kernels import set_cpu_threads
+        from vig.runtime import set_cpu_threads
         set_cpu_threads(args.ms_threads if args.ms_threads > 0 else None)
     ms.set_seed(0)
     net = create_model(args.model, image_size=args.image_size)
@@ -269,7 +269,7 @@ def parse_args(argv=None):
     p.add_argument("--torch-python", help="python executable with torch, for --original")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the original")
     p.add_argument("--ms-threads", type=int, default=-1,
-                   help="MindSpore CPU op threads: -1 one per available core (vig.models.kernels.set_cpu_threads, "
+                   help="MindSpore CPU op threads: -1 one per available core (vig.runtime.set_cpu_threads, "
                         "the default), 0 MindSpore's own default (25), N > 0 exactly N")
     p.add_argument("--jit-level", default="O0", choices=("O0", "O1"))
     p.add_argument("--native", action="store_true", help="MindSpore's own ops only (VIG_NATIVE_OPS=1)")

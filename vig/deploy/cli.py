@@ -13,7 +13,7 @@ def set_device(cfg: dict, graph_mode: bool = True) -> None:
 
     target = cfg.get("device_target", "CPU")
     if target == "CPU":
-        from ..models.kernels import set_cpu_threads
+        from ..runtime import set_cpu_threads
 
         ms.set_device(target)
         set_cpu_threads()  # one op thread per core instead of MindSpore's 25

@@ -168,7 +168,7 @@ def init_process(device_target: str, graph_mode: int, expected_world: int, rank_
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode == 0 else ms.PYNATIVE_MODE)
     ms.set_deterministic(True)
     if device_target == "CPU":
-        from ..models.kernels import set_cpu_threads
+        from ..runtime import set_cpu_threads
 
         # MindSpore defaults to 25 op threads; share this machine's cores among the local ranks
         set_cpu_threads(max(1, len(os.sched_getaffinity(0)) // max(1, expected_world)))

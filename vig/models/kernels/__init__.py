@@ -2,10 +2,8 @@
 
 MindSpore 2.10's own CPU kernels for exact GELU, top-k, max over gathered neighbours, the pieces of a
 k x k convolution, BatchNorm, channel sums and even 1x1 convolutions are 2-100x slower than PyTorch's
-(docs/performance.md). The C++ sources next to this file are compiled with g++ on first use into a
-per-user cache outside the repository (`$VIG_KERNEL_CACHE`, default `~/.cache/vig-kernels`), keyed by a
-hash of source, flags, compiler and CPU, so a changed source or another machine never reuses a stale
-library. Matrix products call oneDNN's sgemm from the libdnnl.so.3 that MindSpore ships.
+(docs/performance.md). The C++ sources (vig/ops/csrc) are compiled with g++ on first use by
+vig/ops/build.py. Matrix products call oneDNN's sgemm from the libdnnl.so.3 that MindSpore ships.
 
 Every getter returns None when the kernels cannot be used: not on CPU, `VIG_NATIVE_OPS=1` in the
 environment, or no working g++ (a warning is logged once). Callers then use the native MindSpore op,
@@ -13,102 +11,14 @@ which computes the same function (GPU and Ascend always take that path).
 """
 from __future__ import annotations
 
-import fcntl
 import functools
-import hashlib
-import logging
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import mindspore as ms
 from mindspore import ops
 
-_LOG = logging.getLogger(__name__)
-_HERE = Path(__file__).resolve().parent
-_BASE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-# GELU needs -ffast-math for GCC to vectorise erff/expf through libmvec; the rest keeps IEEE semantics.
-_SOURCES = {
-    "vig_gelu.cc": ["-ffast-math"],
-    "vig_cpu_kernels.cc": ["-fno-math-errno"],
-    "vig_norm.cc": ["-fno-math-errno"],
-    "vig_gemm.cc": ["-fno-math-errno"],
-}
-
-
-def _link_flags(source: str) -> list[str]:
-    """vig_gemm.cc and the kNN in vig_cpu_kernels.cc call oneDNN's sgemm from the libdnnl MindSpore ships
-    (found next to MindSpore's own libraries, and looked up there at run time too)."""
-    if source not in ("vig_gemm.cc", "vig_cpu_kernels.cc"):
-        return []
-    libdir = Path(ms.__file__).resolve().parent / "lib"
-    if not (libdir / "libdnnl.so.3").exists():
-        raise OSError(f"{libdir / 'libdnnl.so.3'} not found (MindSpore's oneDNN), needed by {source}")
-    return [f"-L{libdir}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libdir}"]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIG_KERNEL_CACHE") or Path.home() / ".cache" / "vig-kernels")
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return platform.machine() + flags
-
-
-def _compiler_version(cxx: str) -> str:
-    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
-
-
-def _build(source: str, cxx: str) -> Path:
-    """Compile `source` into the cache (once per content hash) and return the library path."""
-    src = _HERE / source
-    flags = _BASE_FLAGS + _SOURCES[source]
-    link = _link_flags(source)
-    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(flags + link).encode(),
-                                     _compiler_version(cxx).encode(), _cpu_signature().encode()])).hexdigest()[:16]
-    out_dir = cache_dir()
-    lib = out_dir / f"{src.stem}-{key}.so"
-    if lib.exists():
-        return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w", encoding="utf-8") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent workers (msrun, pytest-xdist) build only once
-        if lib.exists():
-            return lib
-        _LOG.info("compiling %s -> %s", src, lib)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-        os.close(fd)
-        try:
-            subprocess.run([cxx, *flags, "-o", tmp, str(src), *link], capture_output=True, text=True, check=True)
-            os.replace(tmp, lib)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    return lib
-
-
-@functools.lru_cache(maxsize=None)
-def library(source: str) -> str | None:
-    """Path of the compiled `source`, or None (with one warning) when it cannot be built."""
-    cxx = os.environ.get("CXX") or shutil.which("g++")
-    if cxx is None:
-        _LOG.warning("vig kernels: no g++ found; using MindSpore's native CPU ops (much slower)")
-        return None
-    try:
-        return str(_build(source, cxx))
-    except (OSError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", "") or err
-        _LOG.warning("vig kernels: building %s failed, using MindSpore's native CPU ops: %s", source, detail)
-        return None
+from ...ops.build import library
 
 
 def enabled() -> bool:
@@ -119,24 +29,6 @@ def enabled() -> bool:
         return ms.get_context("device_target") == "CPU"
     except Exception:  # pragma: no cover - context not initialised
         return False
-
-
-def set_cpu_threads(num: int | None = None) -> int | None:
-    """Give MindSpore's CPU kernels one thread per available core (or `num`).
-
-    MindSpore 2.10 defaults to 25 CPU op threads whatever the machine; on a 2-core box that
-    oversubscription made a ViG-Ti forward 3x slower (docs/performance.md). Call once, after
-    `ms.set_device("CPU")` and before the first graph runs. Returns the count set, or None when not on
-    CPU or already configured (MindSpore allows setting it only once per process).
-    """
-    if ms.get_context("device_target") != "CPU":
-        return None
-    count = num or len(os.sched_getaffinity(0))
-    try:
-        ms.device_context.cpu.op_tuning.threads_num(count)
-    except RuntimeError:  # already set in this process
-        return None
-    return count
 
 
 def _custom(source: str, func: str, out_shape, out_dtype, bprop=None, variant: str = ""):

@@ -1,9 +1,6 @@
-// CPU kernels for ViG, called through mindspore.ops.Custom(func_type="aot").
+// CPU kernels for ViG, called through mindspore.ops.Custom(func_type="aot"); conventions in vig_kernel.h.
 //
-// The exact GELU lives in vig_gelu.cc (built with -ffast-math). Every entry point has MindSpore's AOT signature
-//   int F(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
-// with the inputs first and the outputs last in `params`. All tensors are contiguous float32 / int32.
-// A non-zero return makes MindSpore raise, so every kernel checks the dtypes it relies on.
+// The exact GELU lives in vig_gelu.cc (built with -ffast-math).
 //
 // Why these exist: MindSpore 2.10 on CPU runs k x k convolutions on oneDNN's reference kernel, exact GELU,
 // top-k, max-over-neighbours (with the subtract and interleave around it) and the strided slices of an im2col 10-100x slower than PyTorch
@@ -14,21 +11,9 @@
 #include <cstring>
 #include <vector>
 
-// oneDNN's sgemm, from the libdnnl MindSpore ships (see vig_gemm.cc)
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+#include "vig_kernel.h"
 
-namespace {
-
-bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
-
-}  // namespace
+using vig::is;
 
 extern "C" {
 

@@ -1,5 +1,5 @@
 // Training-mode BatchNorm and the bias add of a convolution, forward and backward, for ops.Custom(aot).
-// Same AOT signature and conventions as vig_cpu_kernels.cc (inputs first, outputs last, float32).
+// AOT conventions in vig_kernel.h (inputs first, outputs last, float32).
 //
 // Why: in a ViG training step MindSpore 2.10's CPU BatchNorm/BatchNormGrad and the ReduceSum that autodiff
 // emits for a broadcast bias add took ~0.8 s of a ~3.7 s step (docs/performance.md); each is one or two
@@ -9,25 +9,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "vig_kernel.h"
+
+using vig::is;
+using vig::numel;
+using vig::planes;
+
 namespace {
-
-bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
-
-// (B, C, rest...) -> B, C and the contiguous extent of one (b, c) plane
-bool planes(int ndim, const int64_t *shape, int64_t *B, int64_t *C, int64_t *S) {
-  if (ndim < 2) return false;
-  *B = shape[0];
-  *C = shape[1];
-  *S = 1;
-  for (int i = 2; i < ndim; ++i) *S *= shape[i];
-  return true;
-}
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
 
 // sum of channel c over every (b, c) plane of a (B, C, S) map, accumulated in double
 double channel_sum(const float *x, int64_t B, int64_t C, int64_t S, int64_t c) {

@@ -1,22 +1,21 @@
 // 1x1 (grouped) convolution on NCHW maps as one matrix product per image and group, forward and both
-// gradients, for ops.Custom(aot). Same AOT conventions as vig_cpu_kernels.cc.
+// gradients, for ops.Custom(aot). AOT conventions in vig_kernel.h.
 //
 // Why: MindSpore 2.10's CPU Conv2D/Conv2DBackpropInput/Conv2DBackpropFilter took ~2x the time of the same
 // products done as plain sgemm calls for ViG's 1x1 convolutions, the backward passes up to 4x
 // (docs/performance.md). The products come from oneDNN's sgemm, which MindSpore itself ships
-// (libdnnl.so.3, linked by vig/models/kernels/__init__.py); called from inside an OpenMP loop it runs
+// (libdnnl.so.3, linked by vig/ops/build.py); called from inside an OpenMP loop it runs
 // single-threaded, so the parallelism is ours: images x groups, or output-channel blocks for the weight
 // gradient. Every image is one product of fixed shape, so a result never depends on the batch size.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+#include "vig_kernel.h"
+
+using vig::is;
 
 namespace {
-
-bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
 
 struct Geometry {
   int64_t B, Cin, Cout, S, G, cin, cout;  // cin/cout: channels per group
@@ -24,11 +23,7 @@ struct Geometry {
 
 // x (B, Cin, ...), w (Cout, Cin/G, 1, 1), groups G
 bool geometry(int x_ndim, const int64_t *x, const int64_t *w, int64_t groups, Geometry *g) {
-  if (x_ndim < 2 || groups < 1) return false;
-  g->B = x[0];
-  g->Cin = x[1];
-  g->S = 1;
-  for (int i = 2; i < x_ndim; ++i) g->S *= x[i];
+  if (groups < 1 || !vig::planes(x_ndim, x, &g->B, &g->Cin, &g->S)) return false;
   g->Cout = w[0];
   g->G = groups;
   if (g->Cin % groups || g->Cout % groups || w[1] != g->Cin / groups || w[2] != 1 || w[3] != 1) return false;

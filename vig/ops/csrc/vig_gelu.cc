@@ -2,21 +2,17 @@
 //
 // Built on its own with -ffast-math so that GCC vectorises erff/expf through glibc's libmvec (a scalar
 // erff loop is ~10x slower); nothing here depends on NaN/inf semantics beyond what erff/expf provide.
-// MindSpore's AOT signature: int F(int nparam, void **params, int *ndims, int64_t **shapes,
-// const char **dtypes, void *stream, void *extra), inputs first, outputs last.
+// AOT conventions in vig_kernel.h.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "vig_kernel.h"
+
+using vig::is;
+using vig::numel;
+
 namespace {
-
-bool is(const char *dtype, const char *want) { return std::strcmp(dtype, want) == 0; }
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
 
 constexpr float kInvSqrt2 = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
