@@ -6,13 +6,12 @@
 import copy
 import sys
 
-import yaml
 from snakemake.utils import min_version, validate
 
 sys.path.insert(
     0, workflow.basedir
 )  # the vig package, importable without installing (no MindSpore)
-from vig.config import coerce_to_schema
+from vig.config import WORKFLOW_SCHEMA_PATH, coerce_to_schema, workflow_schema
 
 min_version("9.0")
 
@@ -28,14 +27,10 @@ if workflow.overwrite_configfiles:
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 
-WORKFLOW_SCHEMA = "config/schema/config.schema.yaml"
-# `--config infer='{"batch_size": 8}'` delivers nested values as strings: read them as the schema asks
-config.update(
-    coerce_to_schema(
-        dict(config), yaml.safe_load(open(workflow.source_path(WORKFLOW_SCHEMA)))
-    )
-)
-validate(config, WORKFLOW_SCHEMA)
+# `--config infer='{"batch_size": 8}'` delivers nested values as strings: read them as the schema asks.
+# The schema ships in the package (vig/schema/), so an installed vig validates the same way.
+config.update(coerce_to_schema(dict(config), workflow_schema()))
+validate(config, str(WORKFLOW_SCHEMA_PATH))
 
 
 report: "report/workflow.rst"

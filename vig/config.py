@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -13,7 +14,11 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "model.schema.yaml"
+# The schemas ship inside the package (pyproject.toml's package data), so an installed vig validates
+# configs without this repository. They are the one place a key's type, range and choices are written.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+SCHEMA_PATH = SCHEMA_DIR / "model.schema.yaml"
+WORKFLOW_SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 
 # The seed's values (research/cv/ViG src/configs/vig_s_patch16_224.yaml + src/args.py) where it has
 # one; this project's keys otherwise.
@@ -49,9 +54,14 @@ class ConfigError(ValueError):
     """A configuration problem, with the file and key it concerns."""
 
 
-def _load_schema() -> dict:
-    with open(SCHEMA_PATH) as fh:
+@functools.lru_cache(maxsize=None)
+def _read_schema(path: Path) -> dict:
+    with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+def _load_schema() -> dict:
+    return _read_schema(SCHEMA_PATH)
 
 
 def validate_model_config(cfg: dict, source: str = "<config>") -> None:
@@ -123,7 +133,17 @@ def coerce_to_schema(data, schema: dict):
 
 
 def model_schema() -> dict:
-    return _load_schema()
+    return copy.deepcopy(_load_schema())
+
+
+def workflow_schema() -> dict:
+    """The schema of the workflow config (config/config.yaml)."""
+    return copy.deepcopy(_read_schema(WORKFLOW_SCHEMA_PATH))
+
+
+def key_rules(key: str) -> dict:
+    """One model-config key's schema entry: its type, bounds and allowed values."""
+    return copy.deepcopy(_load_schema()["properties"][key])
 
 
 def parse_override(item: str) -> tuple[str, object]:

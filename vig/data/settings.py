@@ -1,11 +1,13 @@
 """The data keys of the seed's YAML, their defaults, and validation of the values this package uses.
 
 `cfg` is the whole training config (a plain dict); keys that are not about data are ignored here.
+The limits and choices are the model schema's (vig/schema/model.schema.yaml): this module reads them,
+so a dataset built without a validated config (tests, benches, the API) obeys the same ones.
 """
 import math
 import os
 
-from ..config import DEFAULTS as CONFIG_DEFAULTS
+from ..config import DEFAULTS as CONFIG_DEFAULTS, key_rules
 from .rand_augment import parse_rand_augment
 
 # The data keys of the one table of seed defaults (vig/config.py): image_size, augmentation,
@@ -18,32 +20,40 @@ DATA_KEYS = ("image_size", "auto_augment", "interpolation", "re_prob", "re_mode"
 DEFAULTS = {key: tuple(CONFIG_DEFAULTS[key]) if isinstance(CONFIG_DEFAULTS[key], list) else CONFIG_DEFAULTS[key]
             for key in DATA_KEYS}
 
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
-ERASE_MODES = ("pixel", "const", "rand")
-MIXUP_MODES = ("batch",)  # timm's "pair"/"elem" draw a lambda per sample; not implemented
+
+def _interval(rules):
+    low = rules.get("minimum", rules.get("exclusiveMinimum", -math.inf))
+    high = rules.get("maximum", rules.get("exclusiveMaximum", math.inf))
+    return (f"{'(' if 'exclusiveMinimum' in rules else '['}{low}, "
+            f"{high}{')' if 'exclusiveMaximum' in rules else ']'}"), low, high
 
 
-def _number(cfg, key, low, high, integer=False, low_open=False):
+def _number(cfg, key):
+    """A number within the schema's bounds for `key` (the schema is the one place limits are written)."""
+    rules = key_rules(key)
     value = cfg[key]
+    integer = rules["type"] == "integer"
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    interval, low, high = _interval(rules)
     if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
-        raise ValueError(f"data config key '{key}' = {value!r}: expected {kind} in "
-                         f"{'(' if low_open else '['}{low}, {high}]")
-    if value < low or value > high or (low_open and value == low):
-        raise ValueError(f"data config key '{key}' = {value!r} is out of range: expected "
-                         f"{'(' if low_open else '['}{low}, {high}]")
-    return value
+        raise ValueError(f"data config key '{key}' = {value!r}: expected {kind} in {interval}")
+    if (value < low or value > high or ("exclusiveMinimum" in rules and value == low)
+            or ("exclusiveMaximum" in rules and value == high)):
+        raise ValueError(f"data config key '{key}' = {value!r} is out of range: expected {interval}")
+    return value if integer else float(value)
 
 
-def _choice(cfg, key, allowed):
+def _choice(cfg, key):  # mixup_mode: timm's "pair"/"elem" draw a lambda per sample; not implemented
+    allowed = key_rules(key)["enum"]
     value = cfg[key]
     if not isinstance(value, str) or value.lower() not in allowed:
         raise ValueError(f"data config key '{key}' = {value!r}: expected one of {', '.join(allowed)}")
     return value.lower()
 
 
-def _triple(cfg, key, positive):
+def _triple(cfg, key):
+    positive = "exclusiveMinimum" in key_rules(key)["items"]
     value = cfg[key]
     try:
         triple = tuple(float(v) for v in value)
@@ -61,21 +71,14 @@ def data_config(cfg=None):
         raise TypeError(f"data config must be a dict, got {type(cfg).__name__}")
     merged = dict(DEFAULTS)
     merged.update({k: v for k, v in (cfg or {}).items() if k in DEFAULTS})
-    merged["image_size"] = _number(merged, "image_size", 8, 4096, integer=True)
-    merged["num_classes"] = _number(merged, "num_classes", 1, 10**7, integer=True)
-    merged["num_parallel_workers"] = _number(merged, "num_parallel_workers", 1, 1024, integer=True)
-    merged["re_count"] = _number(merged, "re_count", 1, 100, integer=True)
-    for key in ("re_prob", "mixup_prob", "switch_prob"):
-        merged[key] = float(_number(merged, key, 0.0, 1.0))
-    merged["label_smoothing"] = float(_number(merged, "label_smoothing", 0.0, 1.0))
-    for key in ("mix_up", "cutmix"):
-        merged[key] = float(_number(merged, key, 0.0, 1e6))
-    merged["crop_pct"] = float(_number(merged, "crop_pct", 0.0, 1.0, low_open=True))
-    merged["interpolation"] = _choice(merged, "interpolation", INTERPOLATIONS)
-    merged["re_mode"] = _choice(merged, "re_mode", ERASE_MODES)
-    merged["mixup_mode"] = _choice(merged, "mixup_mode", MIXUP_MODES)
-    merged["mean"] = _triple(merged, "mean", positive=False)
-    merged["std"] = _triple(merged, "std", positive=True)
+    for key in DATA_KEYS:  # checked as the schema types them; auto_augment is parsed below
+        rules = key_rules(key)
+        if "enum" in rules:
+            merged[key] = _choice(merged, key)
+        elif rules.get("type") in ("integer", "number"):
+            merged[key] = _number(merged, key)
+        elif rules.get("type") == "array":
+            merged[key] = _triple(merged, key)
     # parsed now so a bad string fails before any image is read; None means no RandAugment
     merged["rand_augment"] = parse_rand_augment(merged["auto_augment"])
     return merged
