@@ -102,7 +102,7 @@ def run_worker(args) -> dict:
 
         from vig.config import build_model
         from vig.deploy.export import export_model, native_ops
-        from vig.train.evaluate import load_weights
+        from vig.weights import load_weights
 
         ms.set_seed(0)
         net = build_model(cfg)
@@ -114,7 +114,7 @@ def run_worker(args) -> dict:
         export_s = time.perf_counter() - start
         with native_ops():  # what the MINDIR must reproduce: the same network with the same (native) ops
             reference = build_model(cfg)
-        load_weights(reference, args.checkpoint)
+        load_weights(reference, args.checkpoint, log=log)
         reference.set_train(False)
         np.save(args.logits, reference(ms.Tensor(np.load(args.images))).asnumpy())
         return {"export_s": export_s, "mindir_mb": os.path.getsize(args.mindir) / 1e6}
@@ -123,14 +123,14 @@ def run_worker(args) -> dict:
     if args.worker in ("eval", "eval_native"):
         from vig.config import build_model
         from vig.deploy.export import native_ops
-        from vig.train.evaluate import load_weights
+        from vig.weights import load_weights
 
         if args.worker == "eval_native":  # the graph the MINDIR holds, run in the framework
             with native_ops():
                 net = build_model(cfg, training=False)
         else:
             net = build_model(cfg, training=False)
-        load_weights(net, args.checkpoint)
+        load_weights(net, args.checkpoint, log=log)
         net.set_train(False)
         step = net  # a Cell called in GRAPH_MODE compiles once, like _EvalForward in evaluate()
     else:

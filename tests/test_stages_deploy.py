@@ -13,10 +13,11 @@ from PIL import Image
 
 from vig.config import build_model, load_model_config
 from vig.data import eval_transforms, load_rgb
-from vig.deploy.export import CheckpointError, export_model, load_checkpoint_strict, native_ops
+from vig.deploy.export import export_model, native_ops
 from vig.deploy.infer import run_inference
 from vig.deploy.postprocess import accuracy
 from vig.deploy.preprocess import preprocess_split
+from vig.weights import WeightsError, load_weights
 
 TINY_YAML = """\
 arch: vig_ti_224_gelu
@@ -120,13 +121,13 @@ def test_checkpoint_is_loaded_strictly(chain, tmp_path):
     params["backbone.9.fc.weight"] = np.zeros(3, np.float32)
     params["adam_m.stem.convs.0.weight"] = np.zeros(3, np.float32)  # optimizer state is ignored
     ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], str(tmp_path / "bad.ckpt"))
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint_strict(net, tmp_path / "bad.ckpt", log=quiet)
+    with pytest.raises(WeightsError) as info:
+        load_weights(net, tmp_path / "bad.ckpt", log=quiet)
     message = str(info.value)
-    assert "1 missing, 1 unexpected, 1 with another shape" in message
-    assert "missing from the checkpoint: pos_embed" in message
-    assert "not a parameter of the model: backbone.9.fc.weight" in message
-    assert "prediction.4.weight: checkpoint (2, 1024, 1, 1) vs model (3, 1024, 1, 1)" in message
+    assert "1 missing, 1 unexpected, 1 mis-shaped" in message
+    assert "pos_embed (1, 32, 8, 8)" in message.split("missing (in the model")[1]
+    assert "backbone.9.fc.weight (3,)" in message.split("unexpected (in the checkpoint")[1]
+    assert "prediction.4.weight: expected (3, 1024, 1, 1), found (2, 1024, 1, 1)" in message
     assert "adam_m" not in message
     with pytest.raises(ValueError, match="expected a file name ending in .mindir"):
         export_model(chain["cfg"], tmp_path / "bad.ckpt", tmp_path / "model.onnx", log=quiet)

@@ -94,10 +94,11 @@ def test_bad_override_and_missing_data_dir_fail_clearly(tmp_path):
 
 def test_help_documents_every_option():
     for script, options in (("train.py", ["--vig_config", "--set", "--data_url", "--output_ckpt", "--metrics",
-                                          "--state_root", "--resume", "--rank_table", "--launcher", "--master_addr",
-                                          "--master_port", "--node_rank", "--log_dir", "--dry_run_launch"]),
-                            ("evaluate.py", ["--vig_config", "--set", "--checkpoint", "--data_url", "--split",
-                                             "--output", "--batch_size", "--rank_table", "--launcher"])):
+                                          "--state_root", "--resume", "--pretrained", "--rank_table", "--launcher",
+                                          "--master_addr", "--master_port", "--node_rank", "--log_dir",
+                                          "--dry_run_launch"]),
+                            ("evaluate.py", ["--vig_config", "--set", "--pretrained", "--checkpoint", "--data_url",
+                                             "--split", "--output", "--batch_size", "--rank_table", "--launcher"])):
         result = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / script), "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0

@@ -199,6 +199,10 @@ def load_model_config(path: str | os.PathLike, overrides: dict | None = None) ->
 def training_hash(cfg: dict) -> str:
     """A short hash of everything that shapes training (what a resumed state must agree with)."""
     shaping = {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+    if cfg.get("pretrained"):  # the starting weights, by content: another file never resumes this state
+        from .weights import file_sha256
+
+        shaping["pretrained_sha256"] = file_sha256(cfg["pretrained"])
     blob = json.dumps(shaping, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

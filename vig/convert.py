@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .weights import WeightsError, fit_tensors, model_shapes
+
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema")
 DDP_PREFIX = "module."
 HEAD_BIAS = "prediction.4.bias"
@@ -56,12 +58,8 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """The checkpoint's pickle references something other than tensors and plain containers."""
 
 
-class ConversionError(ValueError):
-    """The checkpoint does not fit the model; lists every offending key."""
-
-    def __init__(self, message: str, missing=(), unexpected=(), mismatched=()):
-        super().__init__(message)
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+# The same error as every strict load (vig.weights), under the name this module always gave it.
+ConversionError = WeightsError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,67 +290,19 @@ def map_key(torch_name: str, bn_modules: set[str]) -> str | None:
     return torch_name
 
 
-def _shape(shape) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _layout(named_shapes: dict, what: str) -> str:
-    """pos_embed shape and backbone length: enough to tell the ViG variants apart."""
-    pos = named_shapes.get("pos_embed")
-    pos = _shape(getattr(pos, "shape", pos)) if pos is not None else "none"
-    depth = len({n.split(".")[1] for n in named_shapes if n.startswith("backbone.")})
-    return f"{what} has pos_embed {pos} and {depth} backbone entries"
-
-
 def convert_state_dict(state_dict: dict, expected_shapes: dict, source: str = "checkpoint",
                        target: str = "model") -> dict[str, np.ndarray]:
     """Rename a PyTorch ViG state dict to our parameter names, checking it against `expected_shapes`
     (our name -> shape). Returns float32 arrays; raises ConversionError listing every missing,
     unexpected, mis-shaped or non-float key at once."""
     bn_modules = batch_norm_modules(expected_shapes, state_dict)
-    converted, origin = {}, {}
-    unexpected, mismatched = [], []
-    for torch_name, value in state_dict.items():
-        name = map_key(torch_name, bn_modules)
-        if name is None:
-            continue
-        arrow = torch_name if name == torch_name else f"{torch_name} -> {name}"
-        if name in origin:
-            unexpected.append(f"{arrow} {_shape(value.shape)} (duplicate: {origin[name]} maps there too)")
-        elif name not in expected_shapes:
-            unexpected.append(f"{arrow} {_shape(value.shape)}")
-        elif tuple(value.shape) != tuple(expected_shapes[name]):
-            mismatched.append(f"{arrow}: expected {_shape(expected_shapes[name])}, found {_shape(value.shape)}")
-        elif value.dtype.kind != "f":
-            mismatched.append(f"{arrow}: expected a floating tensor, found {value.dtype}")
-        else:
-            converted[name] = value.astype(np.float32, copy=False)
-        origin.setdefault(name, torch_name)
-    missing = [f"{n} {_shape(s)}" for n, s in expected_shapes.items() if n not in origin]
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit {target}: {len(missing)} missing, {len(unexpected)} unexpected, "
-                 f"{len(mismatched)} mis-shaped key(s)"]
-        if len(missing) + len(mismatched) > len(expected_shapes) // 4:
-            lines.append("  most keys do not fit; is --arch right? " + _layout(state_dict, "checkpoint") + "; "
-                         + _layout(expected_shapes, target))
-        for title, items in (("missing (in the model, not in the checkpoint)", missing),
-                             ("unexpected (in the checkpoint, not in the model)", unexpected),
-                             ("mis-shaped or wrong type", mismatched)):
-            if items:
-                lines.append(f"  {title}:")
-                lines += [f"    {item}" for item in items]
-        raise ConversionError("\n".join(lines), missing, unexpected, mismatched)
-    return converted
+    return fit_tensors(state_dict, expected_shapes, lambda name: map_key(name, bn_modules), source, target,
+                       arch_hint="is --arch right?").params
 
 
 # ----------------------------------------------------------------------------------------------
 # End to end
 # ----------------------------------------------------------------------------------------------
-def model_shapes(model) -> dict[str, tuple]:
-    """Every parameter of a MindSpore model (trainable, BN statistics, frozen buffers) -> shape."""
-    return {p.name: tuple(p.shape) for p in model.get_parameters()}
-
-
 def _check_output_path(out_path: Path) -> None:
     if out_path.suffix != ".ckpt":
         raise ValueError(f"output {out_path} must end in .ckpt (MindSpore only loads that suffix)")

@@ -2,7 +2,7 @@
 """Evaluate ViG weights on a split of an ImageNet-format folder (the seed's eval transform).
 
     python workflow_scripts/evaluate.py --vig_config config/models/vig_demo.yaml \\
-        --checkpoint out/vig_demo.ckpt --data_url data/demo --split val --output out/eval.json
+        --pretrained out/vig_demo.ckpt --data_url data/demo --split val --output out/eval.json
 
 Writes JSON atomically: top1, top5, loss, num_images, class_names, per_class_accuracy {name: acc},
 confusion_matrix (rows true class, columns predicted). With --rank_table the split is sharded over the
@@ -18,13 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
                            launch_or_init, load_config, run_cli, script_argv)
+from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="model weights (.ckpt, e.g. train.py's --output_ckpt)")
+    add_pretrained_argument(parser, "; --checkpoint is the same option", aliases=("--checkpoint",))
     parser.add_argument("--split", default="val", help="sub-folder of --data_url to evaluate (default %(default)s)")
     parser.add_argument("--output", metavar="JSON", help="where to write the report (rank 0, atomically)")
     parser.add_argument("--batch_size", type=int, metavar="N",
@@ -39,8 +39,7 @@ def main(argv=None) -> int:
     cfg = load_config(args)
     data_url = args.data_url or cfg["data_url"]
     check_data_dir(data_url, (args.split,))
-    if not Path(args.checkpoint).is_file():
-        raise UsageError(f"--checkpoint {args.checkpoint}: file not found")
+    weights = pretrained_path(args, cfg, required=True)
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected a positive integer")
     code, ctx = launch_or_init(args, cfg, __file__, argv)
@@ -53,7 +52,7 @@ def main(argv=None) -> int:
     from vig.train.evaluate import run_evaluation
 
     try:
-        report = run_evaluation(cfg, args.checkpoint, data_url, args.split, args.batch_size or cfg["batch_size"], ctx)
+        report = run_evaluation(cfg, weights, data_url, args.split, args.batch_size or cfg["batch_size"], ctx)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"[eval] {args.split}: top1 {report['top1']:.4f} top5 {report['top5']:.4f} loss {report['loss']:.4f} "

@@ -4,6 +4,10 @@
     python workflow_scripts/train.py --vig_config config/models/vig_demo.yaml --data_url data/demo \\
         --output_ckpt out/vig_demo.ckpt --metrics out/metrics.jsonl --state_root state --resume auto
 
+With --pretrained (or the YAML's `pretrained`) training starts from those weights: a checkpoint of
+this project or an original PyTorch .pth. When num_classes differs from the file's, the classifier's
+last layer starts fresh (fine-tuning); the file's sha256 is part of the training hash.
+
 Every epoch the full state (model, optimizer, EMA, loss scaler, epoch, config hash) is written
 atomically to STATE_ROOT/<config hash>/; `--resume auto` continues from the newest valid one. With
 --rank_table the job runs data parallel: msrun on CPU/GPU, one process per device on Ascend.
@@ -18,11 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
                            launch_or_init, load_config, run_cli, script_argv)
+from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
+    add_pretrained_argument(parser)
     parser.add_argument("--output_ckpt", metavar="PATH",
                         help="final model weights as a MindSpore .ckpt (the EMA weights when ema is on); rank 0 writes it")
     parser.add_argument("--metrics", metavar="PATH",
@@ -45,6 +51,7 @@ def main(argv=None) -> int:
     data_url = args.data_url or cfg["data_url"]
     check_data_dir(data_url, ("train", "val"))
     cfg["data_url"] = data_url
+    pretrained_path(args, cfg, required=False)
     if args.resume not in ("auto", "none"):
         from vig.config import training_hash
         from vig.train.checkpoint import check_config_hash, verify_state

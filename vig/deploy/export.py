@@ -1,8 +1,8 @@
 """Checkpoint -> MINDIR with a dynamic batch dimension (the file an Ascend 310 or `nn.GraphCell` runs).
 
 Unlike the seed's export.py (input fixed at (1, 3, S, S)), the batch axis is left open, so one file
-serves any batch size. The checkpoint is loaded strictly: every model parameter must be present with
-its shape, and entries that are neither model parameters nor recognised training state are an error.
+serves any batch size. The weights (a project checkpoint or an original PyTorch .pth) are loaded
+strictly by vig.weights.
 """
 from __future__ import annotations
 
@@ -13,13 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-# training state a checkpoint may carry next to the weights (optimizer moments, EMA copies)
-TRAINING_STATE_PREFIXES = ("adam_m.", "adam_v.", "moments.", "moment1.", "moment2.", "accum.", "ema.")
 FILE_SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model built from the config."""
 
 
 class ExportCheckError(RuntimeError):
@@ -39,45 +33,6 @@ def native_ops():
             del os.environ["VIG_NATIVE_OPS"]
         else:
             os.environ["VIG_NATIVE_OPS"] = previous
-
-
-def is_training_state(name: str) -> bool:
-    # model parameters live under a module path (`stem.convs.0.weight`) or are `pos_embed`;
-    # dot-free names such as epoch_num, step_num, global_step, learning_rate are bookkeeping
-    return name.startswith(TRAINING_STATE_PREFIXES) or "." not in name
-
-
-def load_checkpoint_strict(net, checkpoint: str | os.PathLike, log=print) -> list[str]:
-    """Load every parameter of `net` from `checkpoint`; return the ignored training-state names."""
-    import mindspore as ms
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
-    try:
-        saved = ms.load_checkpoint(str(checkpoint))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{checkpoint}: not a readable MindSpore checkpoint: {exc}") from None
-    wanted = net.parameters_dict()
-    missing = [n for n in wanted if n not in saved]
-    unexpected = [n for n in saved if n not in wanted and not is_training_state(n)]
-    mismatched = [f"{n}: checkpoint {tuple(saved[n].shape)} vs model {tuple(p.shape)}"
-                  for n, p in wanted.items() if n in saved and tuple(saved[n].shape) != tuple(p.shape)]
-    if missing or unexpected or mismatched:
-        lines = [f"missing from the checkpoint: {n}" for n in missing]
-        lines += [f"not a parameter of the model: {n}" for n in unexpected]
-        lines += [f"shape mismatch {m}" for m in mismatched]
-        raise CheckpointError(f"{checkpoint}: does not match the model ({len(missing)} missing, "
-                              f"{len(unexpected)} unexpected, {len(mismatched)} with another shape); is the "
-                              f"config the one it was trained with?\n  " + "\n  ".join(lines))
-    not_loaded, _ = ms.load_param_into_net(net, {n: saved[n] for n in wanted}, strict_load=True)
-    if not_loaded:
-        raise CheckpointError(f"{checkpoint}: MindSpore did not load {not_loaded}")
-    ignored = sorted(n for n in saved if n not in wanted)
-    if ignored:
-        log(f"[export] ignored {len(ignored)} training-state entries of {checkpoint.name} "
-            f"(e.g. {', '.join(ignored[:4])})")
-    return ignored
 
 
 def _eager_forward(net, x) -> np.ndarray:
@@ -136,6 +91,7 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
     import mindspore as ms
 
     from ..config import build_model
+    from ..weights import load_weights
 
     output = Path(output)
     suffix = FILE_SUFFIXES.get(file_format)
@@ -144,13 +100,13 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
     if output.suffix.lower() != suffix:
         raise ValueError(f"{output}: expected a file name ending in {suffix} for file_format {file_format}")
     if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+        raise FileNotFoundError(f"{checkpoint}: weights file not found")
     with native_ops():
         net = build_model(cfg, training=False)
-    load_checkpoint_strict(net, checkpoint, log)
+    load_weights(net, checkpoint, log=log, tag="[export]", target=cfg["arch"])
     net.set_train(False)
     size = cfg["image_size"]
-    log(f"[export] {checkpoint} loaded strictly into {cfg['arch']}; exporting {file_format} ...")
+    log(f"[export] exporting {cfg['arch']} as {file_format} ...")
     dynamic_batch = ms.Tensor(shape=[None, 3, size, size], dtype=ms.float32)
     output.parent.mkdir(parents=True, exist_ok=True)
     # MindSpore writes 0400 files and chmods the folder it writes into to 0700: use a private temp folder

@@ -105,11 +105,12 @@ def launch_or_init(args, cfg: dict, script_file: str, argv: list[str]):
 
 def run_cli(main, argv=None) -> int:
     """Run `main(argv)`, turning expected input errors into one clear line and exit code 2."""
+    from ..weights import WeightsError
     from .checkpoint import StateError
 
     try:
         return main(argv)
-    except (ConfigError, UsageError, LaunchError, StateError) as exc:
+    except (ConfigError, UsageError, LaunchError, StateError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

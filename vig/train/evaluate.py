@@ -75,36 +75,21 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
             "confusion": confusion.round().astype(int).tolist()}
 
 
-def load_weights(net, checkpoint: str) -> None:
-    """Load a .ckpt into `net`; every model parameter must be present (names as export_weights writes)."""
-    import mindspore as ms
-
-    from .step import NOISE_NAME
-
-    try:
-        params = ms.load_checkpoint(checkpoint)
-    except Exception as exc:  # noqa: BLE001 - MindSpore raises several types for a bad file
-        raise ValueError(f"{checkpoint}: not a readable MindSpore checkpoint ({exc})") from None
-    missing, _ = ms.load_param_into_net(net, params, strict_load=True)
-    missing = [m for m in missing if m != NOISE_NAME]
-    if missing:
-        raise ValueError(f"{checkpoint}: lacks {len(missing)} parameter(s) of this model, e.g. {missing[:3]}; "
-                         f"was it trained with another arch/model_overrides/num_classes?")
-
-
 def run_evaluation(cfg: dict, checkpoint: str, data_url: str, split: str, batch_size: int, ctx) -> dict:
     """The report evaluate.py writes: top1, top5, loss, num_images, class_names, per_class_accuracy,
     confusion_matrix (rows: true class, columns: predicted)."""
     from ..config import build_model
     from ..data import build_eval_dataset, class_names
+    from ..weights import load_weights
 
     net = build_model(cfg, training=False)
-    load_weights(net, checkpoint)
+    weights = load_weights(net, checkpoint, tag="[eval]", target=cfg["arch"])  # before any data is read
     names = class_names(f"{data_url}/{split}")
     dataset = build_eval_dataset(data_url, cfg, batch_size, ctx.rank, ctx.world_size, split=split)
     result = evaluate(net, dataset, cfg["num_classes"], batch_size, ctx.distributed, label=f"eval {split}")
     per_class = {name: (c / t if t else None) for name, c, t in
                  zip(names, result["per_class_correct"], result["per_class_total"])}
     return {"top1": result["top1"], "top5": result["top5"], "loss": result["loss"],
-            "num_images": result["num_images"], "checkpoint": str(checkpoint), "split": split,
+            "num_images": result["num_images"], "checkpoint": str(checkpoint),
+            "weights_sha256": weights.sha256, "split": split,
             "class_names": names, "per_class_accuracy": per_class, "confusion_matrix": result["confusion"]}

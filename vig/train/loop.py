@@ -100,6 +100,7 @@ class Trainer:
         from mindspore.communication import GlobalComm
 
         from ..data import train_steps_per_epoch
+        from ..weights import load_weights
         from .loss import SoftTargetCrossEntropy
         from .optim import build_optimizer
         from .schedule import build_lr_schedule
@@ -112,14 +113,17 @@ class Trainer:
         self.config_hash = training_hash(cfg)
         self.state_dir = ckpt_io.state_dir(opts.state_root, self.config_hash)
         self.batch_size = cfg["batch_size"]
-        self.steps_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"{opts.data_url}/train has fewer images than one batch of {self.batch_size} "
-                             f"per rank x {ctx.world_size} rank(s)")
 
         ms.set_seed(cfg["seed"])
         np.random.seed(cfg["seed"])  # model init draws from numpy too; identical on every rank
         net = build_model(cfg, training=True)
+        if cfg.get("pretrained"):  # before any data is read: a file that does not fit stops here
+            load_weights(net, cfg["pretrained"], allow_new_head=True, log=self.log, tag="[pretrained]",
+                         target=f"{cfg['arch']} (num_classes={cfg['num_classes']})")
+        self.steps_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{opts.data_url}/train has fewer images than one batch of {self.batch_size} "
+                             f"per rank x {ctx.world_size} rank(s)")
         self.noise = StepNoise(make_drop_path_deterministic(net, self.batch_size), cfg["seed"], ctx.rank)
         unseeded = has_unseeded_randomness(net)
         if unseeded:
