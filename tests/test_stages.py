@@ -330,7 +330,7 @@ def test_report_rejects_bad_inputs(run_files, tmp_path):
 # atomic outputs and input checks of the deployment steps
 # ---------------------------------------------------------------------------------------------
 def test_atomic_dir_replaces_only_on_success(tmp_path):
-    from vig.deploy.fileio import atomic_dir
+    from vig.io import atomic_dir
 
     target = tmp_path / "out"
     target.mkdir()

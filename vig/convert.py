@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import save_checkpoint
 from .weights import WeightsError, fit_tensors, model_shapes
 
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema")
@@ -310,22 +311,6 @@ def _check_output_path(out_path: Path) -> None:
         raise ValueError(f"output {out_path} is a directory, expected a .ckpt file path")
 
 
-def save_checkpoint_atomic(params: dict[str, np.ndarray], out_path) -> Path:
-    """Write `params` as a MindSpore checkpoint: temp file in the same folder, then os.replace."""
-    import mindspore as ms
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.ckpt")
-    try:
-        ms.save_checkpoint([{"name": n, "data": ms.Tensor(v)} for n, v in params.items()], str(tmp))
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out_path
-
-
 def convert_checkpoint(in_path, out_path, arch: str, num_classes: int | None = None, key: str | None = None,
                        use_torch: bool | None = None, log=print, **overrides) -> dict:
     """Convert an original PyTorch ViG checkpoint into a MindSpore one for `create_model(arch, ...)`.
@@ -333,6 +318,8 @@ def convert_checkpoint(in_path, out_path, arch: str, num_classes: int | None = N
     num_classes defaults to the checkpoint's head size; `overrides` go to create_model (small
     variants). Returns a summary dict. Nothing is written unless every key fits.
     """
+    import mindspore as ms
+
     from vig.models import create_model, model_entry
 
     start = time.time()
@@ -361,7 +348,7 @@ def convert_checkpoint(in_path, out_path, arch: str, num_classes: int | None = N
     _report_relative_pos(model, params, log)
     _load_into(model, params, target)
     log(f"[convert] writing {len(params)} parameters to {out_path}")
-    save_checkpoint_atomic(params, out_path)
+    save_checkpoint([{"name": n, "data": ms.Tensor(v)} for n, v in params.items()], out_path)
     summary = {"arch": arch, "num_classes": num_classes, "tensors_in": len(state), "parameters_out": len(params),
                "dropped": len(state) - len(params), "wrapper_key": chosen, "output": str(out_path),
                "seconds": round(time.time() - start, 2)}

@@ -6,13 +6,12 @@ the demo needs no download. They are upscaled (bicubic) to RGB JPEGs in `train/<
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .deploy.fileio import atomic_dir
+from .io import atomic_dir, write_json
 
 CLASS_NAMES = tuple(str(d) for d in range(10))
 JPEG_QUALITY = 95
@@ -70,8 +69,7 @@ def build_demo_dataset(output: str | Path, image_size: int = 32, val_fraction: f
         summary = {"source": "sklearn.datasets.load_digits", "image_size": image_size,
                    "val_fraction": val_fraction, "seed": seed, "classes": list(CLASS_NAMES), "counts": counts}
         # at the root, outside the split folders, so no reader takes it for an image
-        with open(tmp / "demo_dataset.json", "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(tmp / "demo_dataset.json", summary)
     log(f"[demo] wrote {output}: train {len(splits['train'])}, val {len(splits['val'])} images, "
         f"{len(CLASS_NAMES)} classes, {image_size}x{image_size}")
     return summary

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .deploy.fileio import atomic_path, read_json
+from .io import atomic_path, read_json
 from .summary import read_train_metrics
 
 
@@ -25,7 +25,7 @@ def _pyplot():
 
 
 def _save(fig, output) -> Path:
-    with atomic_path(output, suffix=".png") as tmp:
+    with atomic_path(output) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return Path(output)

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from .deploy.fileio import read_json
+from .io import read_json
 
 EVAL_KEYS = ("top1", "top5", "num_images")
 INFER_KEYS = ("top1", "top5", "num_images", "correct_top1", "correct_top5")

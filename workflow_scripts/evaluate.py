@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     import json
 
-    from vig.train.checkpoint import write_json_atomic
+    from vig.io import write_json
     from vig.train.evaluate import run_evaluation
 
     try:
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
           f"over {report['num_images']} images", flush=True)
     if ctx.rank == 0:
         if args.output:
-            write_json_atomic(Path(args.output), report)
+            write_json(args.output, report)
         else:
             print(json.dumps({k: report[k] for k in ("top1", "top5", "loss", "num_images")}))
     return 0

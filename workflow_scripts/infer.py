@@ -18,7 +18,7 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.deploy.cli import run, set_device  # noqa: E402
-from vig.deploy.fileio import write_json  # noqa: E402
+from vig.io import write_json  # noqa: E402
 
 
 def main(argv=None):

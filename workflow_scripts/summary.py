@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.deploy.cli import run  # noqa: E402
-from vig.deploy.fileio import write_json  # noqa: E402
+from vig.io import write_json  # noqa: E402
 from vig.summary import ParityError, build_summary, format_table  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.deploy.fileio import write_json  # noqa: E402
+from vig.io import write_json  # noqa: E402
 from vig.verify import DatasetError, verify_dataset  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_dir
+from ..io import atomic_dir
 
 BYTES_PER_VALUE = 4  # float32
 

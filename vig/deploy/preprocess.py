@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_dir, write_json
+from ..io import atomic_dir, write_json
 
 
 def _duplicate_stems(paths: list[str]) -> list[str]:

@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..io import save_checkpoint, write_json
 
 STATE_RE = re.compile(r"^state-e(\d{4,})\.ckpt$")
 GROUPS = ("net", "opt", "ema", "scaler")
@@ -52,31 +53,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path):
-    """A temp path in the target's folder, moved onto `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same extension as the target: MindSpore appends ".ckpt" to names that lack it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # MindSpore refuses to overwrite some existing files; let it create the file
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # MindSpore writes checkpoints 0400
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    with atomic_target(Path(path)) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
 
 
 def read_manifest(ckpt: Path) -> dict:
@@ -147,17 +123,14 @@ def pick_resume_state(mode: str, folder: Path, config_hash: str, log=print) -> S
 
 def save_state(folder: Path, epoch: int, config_hash: str, groups: dict, extra: dict) -> Path:
     """Write state-e<epoch>.ckpt then its manifest, atomically. `groups`: {group: {name: Parameter}}."""
-    import mindspore as ms
-
     entries = [{"name": f"{group}:{name}", "data": param}
                for group in GROUPS for name, param in groups.get(group, {}).items()]
     ckpt = state_path(folder, epoch)
     append = {"epoch": int(epoch), "config_hash": config_hash}
-    with atomic_target(ckpt) as tmp:
-        ms.save_checkpoint(entries, str(tmp), append_dict=append)
+    save_checkpoint(entries, ckpt, append_dict=append)
     manifest = {"epoch": int(epoch), "config_hash": config_hash, "size": ckpt.stat().st_size,
                 "sha256": sha256_file(ckpt), **extra}
-    write_json_atomic(manifest_path(ckpt), manifest)
+    write_json(manifest_path(ckpt), manifest)
     return ckpt
 
 

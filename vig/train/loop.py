@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import build_model, training_hash
+from ..io import save_checkpoint, write_jsonl
 from . import checkpoint as ckpt_io
 from .distributed import Context
 
@@ -67,11 +68,7 @@ def optimizer_parameters(optimizer, net_params: dict) -> dict:
 
 def export_weights(path: str, params: dict) -> None:
     """Model weights as a MindSpore .ckpt (parameter names of the model), atomically."""
-    import mindspore as ms
-
-    entries = [{"name": name, "data": p} for name, p in params.items()]
-    with ckpt_io.atomic_target(Path(path)) as tmp:
-        ms.save_checkpoint(entries, str(tmp))
+    save_checkpoint([{"name": name, "data": p} for name, p in params.items()], path)
 
 
 class swapped_weights:
@@ -295,10 +292,7 @@ class Trainer:
     def write_metrics(self) -> None:
         if self.ctx.rank != 0 or not self.opts.metrics:
             return
-        with ckpt_io.atomic_target(Path(self.opts.metrics)) as tmp:
-            with open(tmp, "w") as fh:
-                for record in self.history:
-                    fh.write(json.dumps(record) + "\n")
+        write_jsonl(self.opts.metrics, self.history)
 
     def export(self) -> None:
         # every rank logs a digest of its trainable weights: equal digests = data parallel kept ranks in sync
