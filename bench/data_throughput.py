@@ -8,7 +8,6 @@ Writes a synthetic ImageNet-format folder of JPEGs to a temp dir (or uses --data
 import argparse
 import contextlib
 import gc
-import json
 import os
 import resource
 import sys
@@ -25,6 +24,7 @@ from vig.data import DEFAULTS, build_train_dataset, data_config  # noqa: E402
 from vig.data.mixup import MixupCutmix  # noqa: E402
 from vig.data.settings import effective_workers  # noqa: E402
 from vig.data.transforms import TrainTransform, load_rgb  # noqa: E402
+from vig.io import json_text  # noqa: E402
 
 
 def parse_args():
@@ -140,7 +140,7 @@ def main():
             peak_rss_mb_main=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             peak_rss_mb_workers=round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         )
-    print(json.dumps(result, indent=2))
+    print(json_text(result), end="")
 
 
 if __name__ == "__main__":

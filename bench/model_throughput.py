@@ -194,14 +194,13 @@ def machine_info() -> dict:
 
 
 def print_result(result: dict, output: str | None) -> None:
-    """The bench's JSON on stdout and, with --output, in that file (written whole, then renamed)."""
-    text = json.dumps(result, indent=2)
+    """The bench's JSON on stdout and, with --output, in that file (atomically)."""
+    sys.path.insert(0, str(REPO))
+    from vig.io import json_text, write_json
+
     if output:
-        tmp = output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, output)
-    print(text)
+        write_json(output, result)
+    print(json_text(result), end="")
 
 
 def drive(args) -> dict:

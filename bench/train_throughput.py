@@ -7,7 +7,6 @@
 The data pipeline alone is measured by bench/data_throughput.py. Progress goes to stderr.
 """
 import argparse
-import json
 import os
 import resource
 import sys
@@ -37,6 +36,7 @@ def main(argv=None) -> int:
     from mindspore import Tensor
 
     from vig.config import DEFAULTS, build_model
+    from vig.io import json_text
     from vig.train.loss import SoftTargetCrossEntropy
     from vig.train.optim import build_optimizer
     from vig.train.schedule import build_lr_schedule
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "timed_steps": len(timed), "load_average_1min": round(os.getloadavg()[0], 2),
               "cpu_count": os.cpu_count()}
-    print(json.dumps(result))
+    print(json_text(result), end="")
     return 0
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
-import os
 import pickle
 import sys
 import time

@@ -18,8 +18,9 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from ..io import atomic_path
 
 _LOG = logging.getLogger(__name__)
 SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
@@ -87,14 +88,8 @@ def _build(source: str, cxx: str) -> Path:
             return lib
         _LOG.info("compiling %s -> %s", src, lib)
         # g++ writes the file itself: compile to a temp name in the cache, then rename
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-        os.close(fd)
-        try:
-            subprocess.run([cxx, *flags, "-o", tmp, str(src), *link], capture_output=True, text=True, check=True)
-            os.replace(tmp, lib)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(lib, mode=0o755) as tmp:
+            subprocess.run([cxx, *flags, "-o", str(tmp), str(src), *link], capture_output=True, text=True, check=True)
     return lib
 
 
