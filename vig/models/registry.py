@@ -28,3 +28,25 @@ def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0
     image_size, stem_stride, conv, ...), which is how the small test and demo models are made."""
     entry = model_entry(name)
     return entry["factory"](num_classes=num_classes, drop_path_rate=drop_path_rate, **overrides)
+
+
+# Graphs: which network a variant's config builds (`model_overrides: {graph: NAME}`); "original" is the
+# original PyTorch code's, others register themselves (vig/models/seed_port.py).
+_GRAPHS: dict[str, Callable] = {}
+
+
+def register_graph(name: str, builder: Callable) -> Callable:
+    if name in _GRAPHS:
+        raise KeyError(f"graph {name!r} is registered twice")
+    _GRAPHS[name] = builder
+    return builder
+
+
+def list_graphs() -> list[str]:
+    return sorted(_GRAPHS)
+
+
+def graph_builder(name: str) -> Callable:
+    if name not in _GRAPHS:
+        raise ValueError(f"graph={name!r}: expected one of {', '.join(list_graphs())}")
+    return _GRAPHS[name]

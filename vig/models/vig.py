@@ -14,7 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from .graph import GRAPH_CONVS, Grapher
 from .layers import Conv2d, DropPath, Identity, activation, batch_norm, conv_bn, linspace
 from ..variants import SEED_ALIASES, VARIANTS
-from .registry import register_model
+from .registry import graph_builder, register_graph, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +43,7 @@ class ViGConfig:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     pyramid: bool = False
+    graph: str = "original"          # which network: "original" (vig_pytorch) or "seed_port" (the model zoo's port)
     # eval preprocessing the published weights expect (timm default_cfg of the original)
     crop_pct: float = 0.9
     mean: tuple = field(default=(0.5, 0.5, 0.5))
@@ -205,13 +206,15 @@ def _factory(variant: str):
                 allowed = ", ".join(sorted(ViGConfig.__dataclass_fields__))
                 raise TypeError(f"{variant}: unknown override {key!r}; allowed: {allowed}")
             fields[key] = tuple(value) if isinstance(value, list) else value
-        return ViG(ViGConfig(**fields))
+        cfg = ViGConfig(**fields)
+        return graph_builder(cfg.graph)(cfg)
 
     build.__name__ = variant
     build.__doc__ = f"ViG variant {variant}: {VARIANTS[variant]}"
     return build
 
 
+register_graph("original", ViG)
 for _name in VARIANTS:
     register_model(_name, _factory(_name), config=VARIANTS[_name])
 for _alias, _target in SEED_ALIASES.items():
