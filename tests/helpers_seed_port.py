@@ -15,9 +15,9 @@ META_FILE = "port_reference.json"
 # The port's ViG(num_classes, dim, depth, mlp_ratio, drop_path_rate, k) and the same network as our overrides.
 # depth 6 reaches dilation 2 (blocks 4, 5: k 5 and 6 -> 3 neighbours each). The port's pos_embed is 14x14: 224 px.
 TINY = {"port": dict(num_classes=10, dim=32, depth=6, mlp_ratio=4, drop_path_rate=0.0, k=3),
-        "ours": dict(num_classes=10, channels=(32,), blocks=(6,), k=3), "batch": 2}
+        "arch": "vig_ti_patch16_224", "ours": dict(num_classes=10, channels=(32,), blocks=(6,), k=3), "batch": 2}
 VIG_S = {"port": dict(num_classes=1000, dim=320, depth=16, mlp_ratio=4, drop_path_rate=0.0, k=9),
-         "ours": dict(num_classes=1000), "batch": 2}
+         "arch": "vig_s_patch16_224", "ours": dict(num_classes=1000), "batch": 2}
 IMAGE_SIZE, GRID = 224, 14
 SAMPLES = 4096  # values kept per ViG-S output
 

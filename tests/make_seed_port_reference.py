@@ -16,7 +16,7 @@ default, graph_mode 1) and again in Graph mode, and writes:
     rounding cannot cascade into the next (a random ViG-S is chaotic end to end); per output the values at
     fixed positions and the whole tensor's sum and sum of squares (helpers_seed_port.summarise);
   - vig_s/chain_*: the same ViG-S end to end on the seeded image (for reporting, not a gate);
-- port_checkpoint_names.json: name -> shape of every entry of a checkpoint the port's training wrapper
+- port_checkpoint_names.json: name -> shape and dtype of every entry of a checkpoint the port's training wrapper
   writes for the tiny config (NetWithLoss `model.`, AdamWeightDecay moments, loss-scale and step
   bookkeeping), saved as its ModelCheckpoint does (save_checkpoint of the train cell + epoch_num/step_num);
 - port_reference.json: where the data came from and the PyNative-vs-Graph differences of the port itself.
@@ -107,7 +107,7 @@ def vig_s_outputs(port_vig, seed: int, log) -> dict:
 
 
 def checkpoint_names(port_dir: Path, port_vig, seed: int) -> dict:
-    """name -> shape of what the port's train.py checkpoints for the tiny config."""
+    """name -> {shape, dtype} of what the port's train.py checkpoints for the tiny config."""
     import mindspore as ms
     from mindspore import nn
     from src.tools.criterion import NetWithLoss, SoftTargetCrossEntropy
@@ -122,7 +122,8 @@ def checkpoint_names(port_dir: Path, port_vig, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "vig0-1_1.ckpt")
         ms.save_checkpoint(train, path, append_dict={"epoch_num": 1, "step_num": 1})
-        return {name: list(value.shape) for name, value in ms.load_checkpoint(path).items()}
+        return {name: {"shape": list(value.shape), "dtype": value.asnumpy().dtype.name}
+                for name, value in ms.load_checkpoint(path).items()}
 
 
 def outputs_in_mode(port_dir: Path, mode: str, seed: int, out_npz: Path) -> None:
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
             "graph_vs_pynative_max_relative_difference": mode_diff}
     write_atomic(args.output_dir / REFERENCE_FILE, lambda p: np.savez_compressed(p, **reference))
     write_atomic(args.output_dir / CHECKPOINT_NAMES_FILE,
-                 lambda p: p.write_text(json.dumps(names, indent=0) + "\n"))
+                 lambda p: p.write_text(json.dumps(names, indent=0, sort_keys=True) + "\n"))
     write_atomic(args.output_dir / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
     print(f"wrote {args.output_dir}: {len(reference)} arrays, {len(names)} checkpoint names; "
           f"Graph vs PyNative max relative difference {max(mode_diff.values()):.3g}")

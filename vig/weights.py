@@ -4,10 +4,11 @@
     report = load_weights(net, "vig_s.pth", allow_new_head=True)   # fine-tuning: fresh classifier
 
 Reads a checkpoint written by this project (MindSpore .ckpt: train.py's --output_ckpt or a per-epoch
-training state) or an original PyTorch `.pth` (torch zip, read by vig.convert's restricted reader:
-never unpickles code). Which naming a file uses is told from its tensor names by the entries of
-FORMATS, each a (detect, rename) pair, so another naming (e.g. the model-zoo port's) is one more entry
-added with `register_format`.
+training state), an original PyTorch `.pth` (torch zip, read by vig.convert's restricted reader:
+never unpickles code) or a checkpoint of the model-zoo port (its train.py's `model.`-prefixed names with
+optimizer moments, or the bare names; onto `model_overrides: {graph: seed_port}`, the port's graph).
+Which naming a file uses is told from its tensor names by the entries of FORMATS, each a
+(detect, rename) pair, so another naming is one more entry added with `register_format`.
 
 Loading is strict: every parameter of the network must come from the file with its shape, and every
 tensor of the file must land (training bookkeeping such as optimizer moments excepted). Otherwise one
@@ -26,12 +27,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-# The classifier's last layer (a 1x1 conv, `prediction.4` as in the original vig_pytorch).
-HEAD_NAMES = ("prediction.4.weight", "prediction.4.bias")
+# The classifier's last layer (a 1x1 conv): `prediction.4` as in the original vig_pytorch, `head.3` in the
+# model-zoo port's graph (vig/models/seed_port.py).
+HEAD_NAMES = ("prediction.4.weight", "prediction.4.bias", "head.3.weight", "head.3.bias")
 # training bookkeeping a project checkpoint may carry next to the weights (optimizer moments, EMA copies)
 TRAINING_STATE_PREFIXES = ("adam_m.", "adam_v.", "moments.", "moment1.", "moment2.", "accum.", "ema.")
 STATE_GROUPS = ("ema:", "net:")  # vig.train.checkpoint's per-epoch state: EMA weights first when present
 MODEL_ROOTS = ("stem.", "backbone.", "prediction.")  # our modules, named after the original's
+PORT_ROOTS = ("patch_embed.", "blocks.", "head.")  # the model-zoo port's modules (graph seed_port)
+PORT_PREFIX = "model."  # the port checkpoints its NetWithLoss, whose attribute `model` is the network
 
 LISTED = 40  # names shown per kind in an error (a wrong arch mismatches hundreds; the error keeps all)
 Rename = Callable[[str], "str | None"]
@@ -80,8 +84,28 @@ def _torch_renamer(names, model_names) -> Rename:
     return lambda name: map_key(name, bn_modules)
 
 
+def _unprefixed(name: str) -> str:
+    return name[len(PORT_PREFIX):] if name.startswith(PORT_PREFIX) else name
+
+
+def _is_port_format(names) -> bool:
+    return any(_unprefixed(n).startswith(PORT_ROOTS) and n.endswith(".moving_mean") for n in names)
+
+
+def _port_renamer(names, model_names) -> Rename:
+    if not any(n.startswith(PORT_ROOTS) for n in model_names):
+        raise WeightsError("these are weights of the model-zoo port's graph (patch_embed/blocks/head), which "
+                           "computes something else than this network (the original's graph); build the port's "
+                           "graph with model_overrides: {graph: seed_port} in the config (or --set "
+                           "'model_overrides={graph: seed_port}')")
+    return lambda name: None if is_training_state(name) else _unprefixed(name)
+
+
 FORMATS: list[WeightFormat] = [
     WeightFormat("project training state", lambda names: any(n.startswith("net:") for n in names), _state_renamer),
+    # the port's train.py checkpoints (`model.` + optimizer moments + loss-scale and step bookkeeping), its
+    # export-style files without the prefix, and this project's checkpoints of the port's graph
+    WeightFormat("model-zoo port (research/cv/ViG)", _is_port_format, _port_renamer),
     WeightFormat("original PyTorch (vig_pytorch)",
                  lambda names: any(n.endswith((".running_mean", ".num_batches_tracked")) for n in names),
                  _torch_renamer),
@@ -168,6 +192,7 @@ class Fitted:
     params: dict[str, np.ndarray]            # model name -> float32 array, ready to load
     fresh: dict[str, tuple] = field(default_factory=dict)  # model name left at its initial value -> file shape
     dropped: int = 0                          # file entries that are not weights (bookkeeping)
+    dropped_kinds: dict[str, int] = field(default_factory=dict)  # "adam_m.*" or a dot-free name -> count
 
 
 def fit_tensors(state: dict, expected_shapes: dict, rename: Rename, source: str = "weights",
@@ -185,6 +210,8 @@ def fit_tensors(state: dict, expected_shapes: dict, rename: Rename, source: str 
         name = rename(file_name)
         if name is None:
             fitted.dropped += 1
+            kind = file_name.split(".", 1)[0] + (".*" if "." in file_name else "")
+            fitted.dropped_kinds[kind] = fitted.dropped_kinds.get(kind, 0) + 1
             continue
         arrow = file_name if name == file_name else f"{file_name} -> {name}"
         if name in origin:
@@ -272,7 +299,8 @@ def load_weights(net, path: str | os.PathLike, allow_new_head: bool = False, log
         param.set_data(ms.Tensor(value, dtype=param.dtype))
     sha = file_sha256(path)
     log(f"{tag} loaded {len(fitted.params)} tensors from {path} ({fmt.name}, {reader}; sha256 {sha[:16]})"
-        + (f"; {fitted.dropped} non-weight entries ignored" if fitted.dropped else ""))
+        + (f"; {fitted.dropped} non-weight entries ignored ({_kinds(fitted.dropped_kinds)})" if fitted.dropped
+           else ""))
     if fitted.fresh:
         head, file_shape = next(iter(fitted.fresh.items()))
         log(f"{tag} fine-tuning: {path} has {file_shape[0]} classes, the network "
@@ -280,11 +308,18 @@ def load_weights(net, path: str | os.PathLike, allow_new_head: bool = False, log
     return LoadReport(str(path), sha, fmt.name, reader, len(fitted.params), fitted.fresh, fitted.dropped)
 
 
+def _kinds(counts: dict[str, int]) -> str:
+    """'adam_m.* x118, adam_v.* x118, global_step, ...': what was skipped, the largest groups first."""
+    shown = [kind + (f" x{n}" if n > 1 else "") for kind, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
+
+
 def add_pretrained_argument(parser, required_help: str = "", aliases=()) -> None:
     """`--pretrained PATH` (the seed's key), with `aliases` such as the older --checkpoint."""
     parser.add_argument("--pretrained", *aliases, dest="pretrained", metavar="WEIGHTS",
-                        help="weights to start from: a checkpoint of this project (.ckpt) or an original PyTorch "
-                             ".pth (read without unpickling code); default: the config's 'pretrained' key"
+                        help="weights to start from: a checkpoint of this project (.ckpt), an original PyTorch "
+                             ".pth (read without unpickling code) or a model-zoo port .ckpt (with model_overrides "
+                             "{graph: seed_port}); default: the config's 'pretrained' key"
                              + required_help)
 
 

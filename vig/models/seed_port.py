@@ -142,7 +142,10 @@ class PatchEmbed(nn.SequentialCell):
 
 def check_port_config(cfg) -> None:
     """Refuse ViGConfig fields the port has no counterpart for, naming the field."""
-    unsupported = {"pyramid": (cfg.pyramid, False), "conv": (cfg.conv, "mr"), "act": (cfg.act, "gelu"),
+    if cfg.pyramid or len(cfg.blocks) != 1 or any(r != 1 for r in cfg.reduce_ratios):
+        raise ValueError(f"graph {GRAPH_NAME!r} (the model-zoo port) has no pyramid variants; it is isotropic "
+                         f"(one stage), got blocks={cfg.blocks}, reduce_ratios={cfg.reduce_ratios}")
+    unsupported = {"conv": (cfg.conv, "mr"), "act": (cfg.act, "gelu"),
                    "k_growth": (cfg.k_growth, True), "use_dilation": (cfg.use_dilation, True),
                    "stochastic": (cfg.stochastic, False), "relative_pos": (cfg.relative_pos, False),
                    "drop_rate": (cfg.drop_rate, 0.0), "head_dim": (cfg.head_dim, 1024)}
@@ -150,12 +153,10 @@ def check_port_config(cfg) -> None:
         if value != port_value:
             raise ValueError(f"graph {GRAPH_NAME!r} (the model-zoo port) only has {key}={port_value!r}, "
                              f"got {key}={value!r}; use the default graph for other values")
-    if len(cfg.blocks) != 1 or any(r != 1 for r in cfg.reduce_ratios):
-        raise ValueError(f"graph {GRAPH_NAME!r} (the model-zoo port) is isotropic: one stage, "
-                         f"got blocks={cfg.blocks}, reduce_ratios={cfg.reduce_ratios}")
-    if any(c % 8 for c in cfg.channels):
-        raise ValueError(f"graph {GRAPH_NAME!r}: channels {cfg.channels} must be multiples of 8 "
-                         f"(the stem's first conv has channels/8 outputs, the graph conv groups=4)")
+    first_width = cfg.stem_stride // 2  # the stem's first conv has channels / (stem_stride / 2) outputs
+    if cfg.channels[0] % first_width:
+        raise ValueError(f"graph {GRAPH_NAME!r}: channels {cfg.channels[0]} must be a multiple of "
+                         f"{first_width} (stem_stride {cfg.stem_stride} halves it down to the first stem conv)")
 
 
 class SeedPortViG(nn.Cell):
