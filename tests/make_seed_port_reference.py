@@ -24,7 +24,6 @@ default, graph_mode 1) and again in Graph mode, and writes:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,9 +34,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 from helpers_seed_port import (CHECKPOINT_NAMES_FILE, DATA_DIR, META_FILE, REFERENCE_FILE, TINY,  # noqa: E402
                                VIG_S, seeded_features, seeded_image, seeded_weights, summarise)
+from vig.io import atomic_path, write_json  # noqa: E402
 
 
 def import_port(port_dir: Path):
@@ -139,12 +139,6 @@ def outputs_in_mode(port_dir: Path, mode: str, seed: int, out_npz: Path) -> None
     np.savez(out_npz, **out)
 
 
-def write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port_dir", required=True, type=Path, help="the port's research/cv/ViG folder")
@@ -186,10 +180,10 @@ def main(argv=None) -> int:
             "command": "python tests/make_seed_port_reference.py --port_dir <research/cv/ViG> --port_revision "
                        + revision,
             "graph_vs_pynative_max_relative_difference": mode_diff}
-    write_atomic(args.output_dir / REFERENCE_FILE, lambda p: np.savez_compressed(p, **reference))
-    write_atomic(args.output_dir / CHECKPOINT_NAMES_FILE,
-                 lambda p: p.write_text(json.dumps(names, indent=0, sort_keys=True) + "\n"))
-    write_atomic(args.output_dir / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
+    with atomic_path(args.output_dir / REFERENCE_FILE) as tmp:
+        np.savez_compressed(tmp, **reference)
+    write_json(args.output_dir / CHECKPOINT_NAMES_FILE, dict(sorted(names.items())))
+    write_json(args.output_dir / META_FILE, meta)
     print(f"wrote {args.output_dir}: {len(reference)} arrays, {len(names)} checkpoint names; "
           f"Graph vs PyNative max relative difference {max(mode_diff.values()):.3g}")
     return 0

@@ -7,9 +7,6 @@ tests/make_seed_port_reference.py; weights and inputs are regenerated here from 
 (tests/helpers_seed_port.py), so only outputs are stored.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -17,7 +14,6 @@ import numpy as np
 import pytest
 from helpers_seed_port import (CHECKPOINT_NAMES_FILE, DATA_DIR, REFERENCE_FILE, TINY, VIG_S, seeded_features,
                                seeded_image, seeded_weights, summarise)
-from mindspore import ops
 
 from vig.config import build_model, load_model_config
 from vig.models import create_model, list_graphs

@@ -29,7 +29,7 @@ import math
 from collections import OrderedDict
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 import mindspore as ms
 
