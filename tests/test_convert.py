@@ -4,6 +4,7 @@ The .pth files are written by tests/helpers_torchfile.py in torch's own zip form
 when torch is importable the torch.load(weights_only=True) path is exercised as well.
 """
 import collections
+import json
 import os
 import pickle
 import subprocess
@@ -222,24 +223,17 @@ def test_full_ti_checkpoint_lands_on_every_parameter_and_runs(tmp_path, arch, py
     assert logits.shape == (1, 1000) and np.isfinite(logits.asnumpy()).all()
 
 
-# Logits of the ORIGINAL PyTorch code (vig_pytorch at huawei-noah/Efficient-AI-Backbones f90e129, torch 2.14,
-# eval mode) for DeepGCN(n_filters=32, n_blocks=4, n_classes=10) and pyramid DeepGCN(channels=[16, 24, 32, 48],
-# blocks=[1, 1, 1, 1], n_classes=10), loaded strictly with random_state_dict(original_vig_shapes(...), seed=11),
-# on np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)). The same run asserted that the original's
+# Logits of the ORIGINAL PyTorch code (vig_pytorch, eval mode) for small DeepGCNs loaded strictly with
+# random_state_dict(original_vig_shapes(...), seed=11), written by tests/reference/original_logits.py (run it
+# with torch and the original's folder to regenerate or --check them); that run also asserts the original's
 # state_dict() has exactly the keys, order and shapes of original_vig_shapes.
-ORIGINAL_LOGITS = {
-    "vig_ti_224_gelu": (dict(channels=(32,), blocks=(4,)), [
-        1.7773708, 0.7492782, -2.2967088, 1.8120002, -1.0304525, -3.4350545, -1.7144226, -0.05659039, 0.43684727,
-        -1.3880318]),
-    "pvig_ti_224_gelu": (dict(channels=(16, 24, 32, 48), blocks=(1, 1, 1, 1)), [
-        1.5790426, -3.835615, -0.01315004, -0.8253507, 2.8468912, -3.1318245, -1.8025163, 0.13651541, 0.04701466,
-        -2.5379128]),
-}
+ORIGINAL_LOGITS = json.loads((REPO / "tests" / "data" / "original_logits.json").read_text())["cases"]
 
 
 @pytest.mark.parametrize("arch", list(ORIGINAL_LOGITS))
 def test_converted_weights_reproduce_the_original_logits(tmp_path, arch, pynative):
-    overrides, expected = ORIGINAL_LOGITS[arch]
+    overrides = {k: tuple(v) for k, v in ORIGINAL_LOGITS[arch]["overrides"].items()}
+    expected = ORIGINAL_LOGITS[arch]["logits"]
     shapes = original_vig_shapes(num_classes=10, pyramid=arch.startswith("pvig"), **overrides)
     pth = save_torch_file(tmp_path / "w.pth", random_state_dict(shapes, seed=11))
     summary = convert_checkpoint(pth, tmp_path / "w.ckpt", arch, use_torch=False, log=lambda _: None, **overrides)

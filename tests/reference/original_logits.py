@@ -1,0 +1,129 @@
+"""Regenerate tests/data/original_logits.json: logits of the ORIGINAL PyTorch ViG for the weights and
+input that tests/test_convert.py::test_converted_weights_reproduce_the_original_logits feeds our model.
+
+Origin: huawei-noah/Efficient-AI-Backbones, vig_pytorch/ (vig.py, pyramid_vig.py, gcn_lib/), the code
+the paper's released weights come from. Needs torch (any 2.x CPU build) and that folder; timm is not
+needed (bench/_torch_original.py shims the six names the original imports from it). Never imported by
+the test suite:
+
+    python tests/reference/original_logits.py --original /path/to/vig_pytorch           # writes the JSON
+    python tests/reference/original_logits.py --original /path/to/vig_pytorch --check   # compares only
+
+For each case: build the original's DeepGCN (small widths, 10 classes, 224x224 as the original
+hard-codes), check its state_dict() has exactly the keys, order and shapes of
+tests/helpers_torchfile.original_vig_shapes, load random_state_dict(those shapes, seed=11) strictly,
+run it in eval mode on np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+OUTPUT = TESTS / "data" / "original_logits.json"
+WEIGHT_SEED, INPUT_SEED = 11, 0
+
+# name -> our create_model overrides; the original's options are derived from them below
+CASES = {
+    "vig_ti_224_gelu": {"channels": [32], "blocks": [4]},
+    "pvig_ti_224_gelu": {"channels": [16, 24, 32, 48], "blocks": [1, 1, 1, 1]},
+}
+
+
+class _Options:
+    """The original's OptInit: the fields of vig.py's vig_ti_224_gelu / pyramid_vig.py's pvig_ti_224_gelu."""
+
+    def __init__(self, **fields):
+        self.k, self.conv, self.act, self.norm, self.bias = 9, "mr", "gelu", "batch", True
+        self.dropout, self.use_dilation, self.epsilon, self.use_stochastic, self.drop_path = 0.0, True, 0.2, False, 0.0
+        self.n_classes, self.emb_dims = 10, 1024
+        self.__dict__.update(fields)
+
+
+def _load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def original_model(original: Path, arch: str, overrides: dict):
+    if arch.startswith("pvig"):
+        module = _load_module("original_pyramid_vig", original / "pyramid_vig.py")
+        opt = _Options(channels=list(overrides["channels"]), blocks=list(overrides["blocks"]))
+    else:
+        module = _load_module("original_vig", original / "vig.py")
+        opt = _Options(n_filters=overrides["channels"][0], n_blocks=overrides["blocks"][0])
+    return module.DeepGCN(opt)
+
+
+def run_case(original: Path, arch: str, overrides: dict) -> list[float]:
+    import numpy as np
+    import torch
+
+    from helpers_torchfile import original_vig_shapes, random_state_dict
+
+    shapes = original_vig_shapes(num_classes=10, pyramid=arch.startswith("pvig"), **overrides)
+    net = original_model(original, arch, overrides)
+    theirs = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if list(theirs.items()) != list(shapes.items()):
+        raise SystemExit(f"{arch}: the original's state_dict differs from original_vig_shapes: "
+                         f"{sorted(set(theirs.items()) ^ set(shapes.items()))[:10]}")
+    state = {k: torch.from_numpy(np.array(v)) for k, v in random_state_dict(shapes, seed=WEIGHT_SEED).items()}
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    x = np.random.default_rng(INPUT_SEED).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        return [float(v) for v in net(torch.from_numpy(x))[0]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--original", required=True, type=Path, help="the vig_pytorch folder of the original")
+    parser.add_argument("--check", action="store_true", help=f"compare with {OUTPUT.name} instead of writing it")
+    parser.add_argument("--atol", type=float, default=1e-5, help="tolerance of --check (default %(default)s)")
+    args = parser.parse_args()
+    if not (args.original / "vig.py").is_file() or not (args.original / "gcn_lib").is_dir():
+        parser.error(f"--original {args.original}: expected the vig_pytorch folder (vig.py, gcn_lib/)")
+
+    sys.path[:0] = [str(TESTS), str(TESTS.parent / "bench"), str(args.original)]
+    from _torch_original import install_timm_shim  # noqa: E402 - bench/, needs the path above
+
+    shim = install_timm_shim()
+    import numpy as np
+    import torch
+
+    if not hasattr(np, "float"):  # the original's gcn_lib/pos_embed.py uses the alias NumPy 1.24 removed
+        np.float = float
+
+    torch.manual_seed(0)
+    result = {
+        "origin": "huawei-noah/Efficient-AI-Backbones vig_pytorch, regenerated by tests/reference/original_logits.py",
+        "torch": torch.__version__, "timm_shim": shim, "weights": f"random_state_dict(original_vig_shapes, seed="
+        f"{WEIGHT_SEED})", "input": f"np.random.default_rng({INPUT_SEED}).uniform(-1, 1, (1, 3, 224, 224))",
+        "cases": {arch: {"overrides": overrides, "logits": run_case(args.original, arch, overrides)}
+                  for arch, overrides in CASES.items()},
+    }
+    if args.check:
+        stored = json.loads(OUTPUT.read_text())["cases"]
+        worst = {arch: float(np.abs(np.subtract(case["logits"], stored[arch]["logits"])).max())
+                 for arch, case in result["cases"].items()}
+        print(json.dumps({"max_abs_diff": worst, "atol": args.atol}))
+        return 0 if max(worst.values()) <= args.atol else 1
+    fd, tmp = tempfile.mkstemp(dir=OUTPUT.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, OUTPUT)
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
