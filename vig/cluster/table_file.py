@@ -6,14 +6,15 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from ..io import write_json
+from ..io import write_text
 from .spec import DEFAULT_MAX_DEVICE_ID, RankTableError
 from .validate import validate_rank_table
 
 
 def write_rank_table(table: Mapping, path: str | os.PathLike) -> Path:
-    """Write atomically in hccl_tools' layout (indent 4)."""
-    return write_json(path, dict(table), indent=4)
+    """Write atomically the bytes hccl_tools.py and merge_hccl.py write for the same table:
+    ``json.dump(indent=4)``, no trailing newline (the project's other JSON files end with one)."""
+    return write_text(path, json.dumps(dict(table), indent=4))
 
 
 def load_rank_table(path: str | os.PathLike, max_device_id: int = DEFAULT_MAX_DEVICE_ID) -> dict:
