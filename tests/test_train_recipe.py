@@ -198,11 +198,17 @@ def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative, monkeypatc
     np.testing.assert_array_equal(logits, logits.astype(np.float16).astype(np.float32))
     assert all(p.dtype == ms.float32 for p in net.trainable_params())  # master weights stay float32
     cfg = _cfg(epochs=1, amp_level="O2", is_dynamic_loss_scale=True)
-    step = TrainStep(net, SoftTargetCrossEntropy(), build_optimizer(cfg, net, build_lr_schedule(cfg, 2)),
-                     build_loss_scaler(cfg), clip_norm=5.0)
-    loss, _, scale = step(x, Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]))
+    opt = build_optimizer(cfg, net, build_lr_schedule(cfg, 2))
+    step = TrainStep(net, SoftTargetCrossEntropy(), opt, build_loss_scaler(cfg), clip_norm=5.0)
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    loss, finite, scale = step(x, Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]))
     assert loss.dtype == ms.float32 and np.isfinite(float(loss.asnumpy()))
-    assert float(scale.asnumpy()) <= 2.0 ** 24  # float16 overflow at 2^24 halves the scale, never raises it
+    # the seed's dynamic scale starts at 2^24: float16 gradients of loss * 2^24 overflow, so the first step
+    # is skipped (no update, optimizer step count unchanged) and the scale halves, exactly
+    assert not bool(finite.asnumpy()) and float(scale.asnumpy()) == 2.0 ** 23
+    assert int(opt.global_step.asnumpy().reshape(-1)[0]) == 0
+    changed = [p.name for p in net.trainable_params() if not np.array_equal(p.asnumpy(), before[p.name])]
+    assert not changed, f"updated by a step whose gradients overflowed: {changed[:5]}"
 
 
 @pytest.mark.parametrize("mode", ["graph_mode", "pynative"])
@@ -235,3 +241,84 @@ def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request):
     unchanged = [p.name for p in net.trainable_params() if np.array_equal(p.asnumpy(), before[p.name])]
     assert not unchanged, f"not updated by the O2 step: {unchanged[:5]}"
     assert all(np.isfinite(p.asnumpy()).all() for p in net.trainable_params())
+
+
+class _TwoParams:
+    """What build_optimizer needs of a network: named trainable parameters (one decayed, one not)."""
+
+    def __init__(self, weight, bias):
+        from mindspore import Parameter, Tensor
+
+        self.params = [Parameter(Tensor(weight), name="fc.weight"), Parameter(Tensor(bias), name="fc.bias")]
+
+    def trainable_params(self):
+        return self.params
+
+
+def test_adamw_takes_beta_and_eps_from_the_config(pynative):
+    """Two AdamW steps against the update written out in numpy (MindSpore's AdamWeightDecay: no bias
+    correction; decoupled decay on `.weight` only). beta1, beta2 and eps are far apart and eps is as large as
+    sqrt(v), so swapping the betas, dropping eps or using the defaults changes the result."""
+    from mindspore import Tensor
+
+    from vig.train.optim import build_optimizer
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) * 0.1 for a in (weight, bias)] for _ in range(2)]
+    lr, wd, beta1, beta2, eps = 0.1, 0.05, 0.6, 0.95, 0.03
+    cfg = _cfg(optimizer="adamw", beta=[beta1, beta2], eps=eps, weight_decay=wd)
+    net = _TwoParams(weight, bias)
+    opt = build_optimizer(cfg, net, np.full(4, lr, np.float32))
+
+    expected = {"fc.weight": weight.astype(np.float64), "fc.bias": bias.astype(np.float64)}
+    moments = {n: [np.zeros_like(v), np.zeros_like(v)] for n, v in expected.items()}
+    order = [p.name for p in opt.parameters]  # the optimizer's order: no-decay group first
+    for step_grads in grads:
+        by_name = dict(zip(expected, step_grads))
+        opt(tuple(Tensor(by_name[name]) for name in order))
+        for (name, value), g in zip(expected.items(), step_grads):
+            m, v = moments[name]
+            m[:] = beta1 * m + (1 - beta1) * g
+            v[:] = beta2 * v + (1 - beta2) * g * g
+            update = m / (np.sqrt(v) + eps) + (wd * value if name.endswith(".weight") else 0.0)
+            expected[name] = value - lr * update
+    for p in net.params:
+        np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=1e-6, err_msg=p.name)
+
+
+def test_ema_blends_after_every_applied_step_and_skips_overflowed_ones(pynative):
+    """shadow <- decay * shadow + (1 - decay) * weights, after the optimizer, and only for steps applied."""
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    from vig.train.loss import SoftTargetCrossEntropy
+    from vig.train.step import EMA, TrainStep
+
+    ms.set_seed(0)
+    net = nn.SequentialCell([nn.Dense(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dense(8, 10)])  # BN: stats too
+    net.set_train(True)
+    decay = 0.75
+    ema = EMA(net, decay)
+    shadows = ema.named_shadows()
+    params = {p.name: p for p in net.get_parameters()}
+    assert shadows.keys() == params.keys()
+    assert all(np.array_equal(shadows[n].asnumpy(), params[n].asnumpy()) for n in params)  # starts as a copy
+    lr = Tensor(np.full(3, 0.05, np.float32))
+    step = TrainStep(net, SoftTargetCrossEntropy(), nn.SGD(net.trainable_params(), learning_rate=lr),
+                     ms.amp.DynamicLossScaler(2.0 ** 10, 2, 1000), ema=ema)
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32))
+    y = Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]])
+    for _ in range(2):
+        old_shadow = {n: s.asnumpy().copy() for n, s in shadows.items()}
+        assert bool(step(x, y)[1].asnumpy())
+        for name, p in params.items():
+            expected = decay * old_shadow[name] + (1 - decay) * p.asnumpy()
+            np.testing.assert_allclose(shadows[name].asnumpy(), expected, rtol=1e-6, atol=1e-7, err_msg=name)
+    moved = [n for n in params if not np.array_equal(shadows[n].asnumpy(), params[n].asnumpy())]
+    assert {"3.weight", "1.moving_mean"} <= set(moved)  # the EMA lags the trained weights and statistics
+
+    old_shadow = {n: s.asnumpy().copy() for n, s in shadows.items()}
+    assert not bool(step(x * np.float32(np.inf), y)[1].asnumpy())  # overflow: no update, no EMA blend
+    for name in params:
+        np.testing.assert_array_equal(shadows[name].asnumpy(), old_shadow[name], err_msg=name)
