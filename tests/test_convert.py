@@ -166,6 +166,30 @@ def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path):
         load_torch_checkpoint(path, use_torch=False)
 
 
+@pytest.mark.parametrize("view, shown", [
+    (TensorView(np.arange(12, dtype=np.float32), -1, (3,), (1,)), r"offset -1, size \(3,\), stride \(1,\)"),
+    (TensorView(np.arange(12, dtype=np.float32), 11, (3,), (-1,)), r"offset 11, size \(3,\), stride \(-1,\)"),
+    (TensorView(np.arange(12, dtype=np.float32), 0, (-3,), (1,)), r"offset 0, size \(-3,\), stride \(1,\)"),
+])
+def test_negative_offsets_sizes_and_strides_are_refused(tmp_path, view, shown):
+    path = save_torch_file(tmp_path / "layout.pth", {"w": view})
+    with pytest.raises(UnsafeCheckpointError, match=rf"layout.pth: bad tensor layout: {shown}; expected a "
+                                                    r"non-negative integer offset"):
+        load_torch_checkpoint(path, use_torch=False)
+
+
+@pytest.mark.parametrize("stored_bytes", [40, 44, 50])  # the pickle declares 12 float32 = 48 bytes
+def test_a_storage_of_the_wrong_size_is_refused(tmp_path, stored_bytes):
+    valid = save_torch_file(tmp_path / "valid.pth", {"w": np.arange(12, dtype=np.float32)})
+    with zipfile.ZipFile(valid) as src, zipfile.ZipFile(tmp_path / "sized.pth", "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(name, (data * 2)[:stored_bytes] if name == "archive/data/0" else data)
+    with pytest.raises(UnsafeCheckpointError, match=rf"sized.pth: storage 'archive/data/0' has {stored_bytes} bytes; "
+                                                    r"the pickle declares 12 FloatStorage elements of 4 bytes"):
+        load_torch_checkpoint(tmp_path / "sized.pth", use_torch=False)
+
+
 def test_corrupt_files_are_named_in_the_error(tmp_path):
     garbage = save_torch_file(tmp_path / "garbage.pth", {}, pickle_bytes=b"\x80\x02not a pickle")
     with pytest.raises(pickle.UnpicklingError, match=r"garbage.pth: "):

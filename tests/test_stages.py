@@ -144,6 +144,36 @@ def test_verify_duplicate_val_names(dataset):
     assert "'img_006' occurs 2 times" in problems[1]
 
 
+def test_verify_split_without_class_folders(dataset):
+    for cls in ("cat", "dog"):
+        for f in (dataset / "val" / cls).iterdir():
+            f.unlink()
+        (dataset / "val" / cls).rmdir()
+    assert problems_of(dataset) == [f"{dataset / 'val'}: no class folders"]
+
+
+def test_verify_folder_inside_a_class_folder(dataset):
+    nested = dataset / "train" / "dog" / "more"
+    write_jpeg(nested / "img_100.JPEG")
+    assert problems_of(dataset) == [f"{nested}: unexpected folder inside a class folder (images must sit directly "
+                                    f"in train/dog/)"]
+
+
+def test_verify_unsupported_image_format(dataset):
+    gif = dataset / "train" / "cat" / "anim.JPEG"  # an extension the readers list, a format they cannot decode
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(gif, format="GIF")
+    assert problems_of(dataset) == [f"{gif}: unsupported image format GIF (expected one of JPEG, MPO, PNG, BMP, "
+                                    f"PPM, TIFF, WEBP)"]
+
+
+def test_verify_root_that_is_a_file(tmp_path):
+    root = tmp_path / "imagenet.tar"
+    root.write_bytes(b"not a folder")
+    assert problems_of(root) == [f"{root}: dataset root is not a folder (expected <root>/train/<class>/<image> "
+                                 f"and <root>/val/<class>/<image>)"]
+    assert problems_of(tmp_path / "absent")[0].startswith(f"{tmp_path / 'absent'}: dataset root does not exist")
+
+
 def test_verify_cli_writes_nothing_on_failure(dataset, tmp_path, capsys):
     cli = load_script("verify_dataset")
     output = tmp_path / "out" / "manifest.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vig.config import ConfigError, load_model_config
+from vig.config import ConfigError, load_model_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,3 +104,46 @@ def test_help_documents_every_option():
         assert result.returncode == 0
         for option in options:
             assert option in result.stdout, (script, option)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("arch: vig_xl_patch16_224\n", r"key 'arch': unknown model 'vig_xl_patch16_224'; valid names: .*vig_s_patch16_224"),
+    ("batch_size: 7\n", r"key 'batch_size' = 7: mixup/cutmix \(mix_up = 0.8, cutmix = 1.0\).*expected an even batch"),
+    ("min_lr: 0.01\n", r"key 'min_lr' = 0.01 is above base_lr = 0.002; expected min_lr <= base_lr"),
+])
+def test_cross_key_errors_name_file_key_and_value(tmp_path, extra, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SEED_VIG_S_YAML + extra)
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_model_config(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_odd_batch_is_fine_without_mixup(tmp_path):
+    path = tmp_path / "odd.yaml"
+    path.write_text(SEED_VIG_S_YAML + "batch_size: 7\nmix_up: 0.0\ncutmix: 0.0\n")
+    assert load_model_config(path)["batch_size"] == 7
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("epochs", r"--set 'epochs': expected KEY=VALUE"),
+    ("=3", r"--set '=3': expected KEY=VALUE"),
+    ("beta=[0.9,", r"--set 'beta=\[0.9,': the value '\[0.9,' is not valid YAML"),
+])
+def test_malformed_set_is_named(item, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse_override(item)
+    assert parse_override(" epochs=3") == ("epochs", 3) and parse_override("min_lr=5e-6") == ("min_lr", 5e-6)
+
+
+def test_malformed_set_through_the_cli_exits_2_naming_it(tmp_path):
+    result = _run_train(["--vig_config", str(REPO / "config" / "models" / "vig_demo.yaml"), "--set", "beta=[0.9,",
+                         "--data_url", str(tmp_path)])
+    assert result.returncode == 2 and "--set 'beta=[0.9,'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_yaml_that_is_not_a_mapping_is_named(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- arch: vig_s_patch16_224\n- epochs: 3\n")
+    with pytest.raises(ConfigError, match=rf"{path}: expected a mapping of config keys .* found a YAML list"):
+        load_model_config(path)

@@ -97,9 +97,12 @@ def _check_cross_keys(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: key 'arch': unknown model {cfg['arch']!r}; "
                           f"valid names: {', '.join(known_arch_names())}")
     if (cfg["mix_up"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
-        raise ConfigError(f"{source}: key 'batch_size' = {cfg['batch_size']}: mixup/cutmix needs an even batch size")
+        raise ConfigError(f"{source}: key 'batch_size' = {cfg['batch_size']}: mixup/cutmix (mix_up = {cfg['mix_up']}, "
+                          f"cutmix = {cfg['cutmix']}) mixes each image with the batch's mirror image, so it needs an "
+                          "even batch size; expected an even batch_size, or mix_up and cutmix 0")
     if cfg["min_lr"] > cfg["base_lr"]:
-        raise ConfigError(f"{source}: key 'min_lr' = {cfg['min_lr']} is above base_lr = {cfg['base_lr']}")
+        raise ConfigError(f"{source}: key 'min_lr' = {cfg['min_lr']} is above base_lr = {cfg['base_lr']}; expected "
+                          "min_lr <= base_lr (min_lr is the floor the schedule decays to)")
 
 
 _NON_STRING_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
@@ -148,10 +151,14 @@ def key_rules(key: str) -> dict:
 
 def parse_override(item: str) -> tuple[str, object]:
     """'key=value' with a YAML value (`epochs=3`, `beta=[0.9,0.99]`, `auto_augment=null`)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw)
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a config key, e.g. --set epochs=3")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value {raw!r} is not valid YAML "
+                          f"({str(exc).splitlines()[0]}); e.g. --set beta=[0.9,0.99]") from None
     if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string; users mean the number
         try:
             value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
@@ -185,7 +192,8 @@ def load_model_config(path: str | os.PathLike, overrides: dict | None = None) ->
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of config keys ('key: value' lines), found a YAML "
+                          f"{type(raw).__name__}")
     merged = dict(raw)
     merged.update(overrides or {})
     source = str(path) + (f" (with overrides {sorted(overrides)})" if overrides else "")

@@ -100,7 +100,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
         raise UnsafeCheckpointError(f"tensor built from {type(storage).__name__}, expected a storage")
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
             and all(isinstance(v, int) and v >= 0 for v in (storage_offset, *size, *stride))):
-        raise UnsafeCheckpointError(f"bad tensor layout: offset {storage_offset}, size {size}, stride {stride}")
+        raise UnsafeCheckpointError(
+            f"bad tensor layout: offset {storage_offset!r}, size {size!r}, stride {stride!r}; expected a "
+            "non-negative integer offset and tuples of non-negative integer sizes and strides of equal length")
     if 0 in size:
         array = np.empty(size, storage.data.dtype)
     else:
@@ -151,7 +153,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
             raise UnsafeCheckpointError(f"unsupported persistent id {pid!r}")
-        kind, key = pid[1], pid[2]
+        kind, key, numel = pid[1], pid[2], pid[4]
         if key not in self._storages:
             record = f"{self._prefix}data/{key}"
             try:
@@ -159,9 +161,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             except KeyError:
                 raise UnsafeCheckpointError(f"storage record {record!r} is missing") from None
             dtype = kind.dtype.newbyteorder(">") if self._big_endian else kind.dtype
-            if len(raw) % dtype.itemsize:
+            if not isinstance(numel, int) or numel < 0 or len(raw) != numel * dtype.itemsize:
                 raise UnsafeCheckpointError(
-                    f"storage {record!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+                    f"storage {record!r} has {len(raw)} bytes; the pickle declares {numel!r} {kind.name} elements "
+                    f"of {dtype.itemsize} bytes (expected exactly {numel!r} x {dtype.itemsize} bytes)")
             self._storages[key] = _Storage(np.frombuffer(raw, dtype).astype(kind.dtype, copy=False), kind)
         return self._storages[key]
 

@@ -187,11 +187,13 @@ def verify_dataset(root: str | os.PathLike, splits=("train", "val"), workers: in
                    full_decode: bool = False, progress_every: int = 10000, log=print) -> dict:
     """Check the dataset and return its manifest; raise DatasetError listing every problem."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(root, [f"{root}: dataset root is not a folder"], "layout")
     splits = tuple(splits)
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"splits={list(splits)}: expected one or more distinct split names")
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        expected = " and ".join(f"<root>/{split}/<class>/<image>" for split in splits)
+        raise DatasetError(root, [f"{root}: dataset root {what} (expected {expected})"], "layout")
     workers = workers or os.cpu_count() or 1
     tree, problems = scan_layout(root, splits)
     if problems:
