@@ -330,21 +330,88 @@ def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsy
         build_summary(run_files["eval"], run_files["infer"], run_files["latency"])
 
 
-@pytest.mark.parametrize("kind", ["curves", "confusion", "accuracy", "benchmarks"])
-def test_report_pictures(run_files, tmp_path, kind):
-    if kind == "accuracy":
-        load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """Runs report_plots' CLI for one kind; returns the matplotlib Figure it saved, so a test can check what
+    the picture shows (titles, plotted values, table cells), and checks the PNG was written alone."""
+    import vig.report
+
+    figures = []
+    save = vig.report._save
+    monkeypatch.setattr(vig.report, "_save", lambda fig, output: (figures.append(fig), save(fig, output))[1])
+
+    def draw(kind, inputs):
+        output = tmp_path / "report" / f"{kind}.png"
+        load_script("report_plots").main(["--kind", kind, "--inputs", *map(str, inputs), "--output", str(output)])
+        assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sorted(os.listdir(output.parent)) == [f"{kind}.png"]
+        output.unlink()
+        assert len(figures) == 1
+        return figures.pop()
+    return draw
+
+
+def lines_of(ax) -> dict:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+def test_report_curves_plot_every_epoch_record(run_files, drawn):
+    fig = drawn("curves", [run_files["metrics"]])
+    loss, lr, acc = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "learning rate", "val accuracy"]
+    epochs = [1, 2, 3]
+    assert lines_of(loss).keys() == {"train", "val"} and lines_of(acc).keys() == {"top-1", "top-5"}
+    for ax, label, values in ((loss, "train", [2.0 / e for e in epochs]), (loss, "val", [1.5 / e for e in epochs]),
+                              (acc, "top-1", [0.2 * e for e in epochs]), (acc, "top-5", [0.3 * e for e in epochs])):
+        x, y = lines_of(ax)[label]
+        assert x == epochs and np.allclose(y, values), (ax.get_title(), label, y)
+    ((x, y),) = lines_of(lr).values()
+    assert x == epochs and np.allclose(y, [1e-3 / e for e in epochs])
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["train", "val"]
+
+
+def test_report_confusion_shows_row_shares_and_counts(run_files, drawn):
+    fig = drawn("confusion", [run_files["eval"]])
+    ax = fig.axes[0]
+    (image,) = ax.get_images()
+    counts = np.array([[3, 0, 0], [1, 1, 0], [0, 1, 2]])
+    np.testing.assert_allclose(image.get_array(), counts / counts.sum(1, keepdims=True))
+    shown = {(int(t.get_position()[1]), int(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert shown == {(i, j): int(c) for (i, j), c in np.ndenumerate(counts) if c}  # (row, col) -> count
+    assert ax.get_title() == "confusion matrix (8 images, top-1 0.7500)"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("deployed_top1, title, colour", [(6, "identical counts", "green"),
+                                                            (5, "DIFFERENT counts", "red")])
+def test_report_accuracy_table(tmp_path, drawn, deployed_top1, title, colour):
+    rows = [{"model": "eval (in framework)", "top1": 0.75, "top5": 1.0, "num_images": 8, "correct_top1": 6,
+             "correct_top5": 8},
+            {"model": "deployed (MINDIR)", "top1": deployed_top1 / 8, "top5": 1.0, "num_images": 8,
+             "correct_top1": deployed_top1, "correct_top5": 8}]
+    fig = drawn("accuracy", [write_json(tmp_path / "summary.json", {"accuracy": rows})])
+    ax = fig.axes[0]
+    cells = ax.tables[0].get_celld()
+    text = [[cells[r, c].get_text().get_text() for c in range(5)] for r in range(3)]
+    assert text == [["model", "top-1", "top-5", "top-1 correct", "top-5 correct"],
+                    ["eval (in framework)", "0.7500", "1.0000", "6 / 8", "8 / 8"],
+                    ["deployed (MINDIR)", f"{deployed_top1 / 8:.4f}", "1.0000", f"{deployed_top1} / 8", "8 / 8"]]
+    assert ax.get_title() == f"eval vs deployed model: {title}" and ax.title.get_color() == colour
+
+
+def test_report_benchmarks_bar_per_step(tmp_path, drawn):
     benches = []
-    for step, seconds in (("train", "12.5"), ("export", "3.1")):
-        benches.append(tmp_path / "benchmarks" / f"{step}.tsv")
-        benches[-1].parent.mkdir(exist_ok=True)
-        benches[-1].write_text("s\th:m:s\tmax_rss\tmax_vms\n" f"{seconds}\t0:00:12\t812.5\t2000.0\n")
-    inputs = {"curves": [run_files["metrics"]], "confusion": [run_files["eval"]],
-              "accuracy": [tmp_path / "summary.json"], "benchmarks": benches}[kind]
-    output = tmp_path / "report" / f"{kind}.png"
-    load_script("report_plots").main(["--kind", kind, "--inputs", *map(str, inputs), "--output", str(output)])
-    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 5000
-    assert sorted(os.listdir(output.parent)) == [f"{kind}.png"]
+    for step, seconds, rss in (("train", "12.5", "812.5"), ("export", "3.1", "-")):
+        benches.append(tmp_path / f"{step}.tsv")
+        benches[-1].write_text(f"s\th:m:s\tmax_rss\tmax_vms\n{seconds}\t0:00:12\t{rss}\t2000.0\n")
+    fig = drawn("benchmarks", benches)
+    time_ax, memory_ax = fig.axes
+    assert (time_ax.get_title(), memory_ax.get_title()) == ("time per step", "memory per step")
+    assert [t.get_text() for t in time_ax.get_yticklabels()] == ["train", "export"]
+    assert [bar.get_width() for bar in time_ax.patches] == [12.5, 3.1]
+    widths = [bar.get_width() for bar in memory_ax.patches]
+    assert widths[0] == 812.5 and np.isnan(widths[1])  # '-' (not measured) draws no bar and no label
+    assert [t.get_text() for t in time_ax.texts] == [" 12.5", " 3.1"] and [t.get_text() for t in memory_ax.texts] == [" 812"]
 
 
 def test_report_rejects_bad_inputs(run_files, tmp_path):
