@@ -70,11 +70,11 @@ def main() -> int:
         print(f"differ from the tools' output: {', '.join(differ)}" if differ else "identical bytes: "
               + ", ".join(produced))
         return 1 if differ else 0
+    sys.path.insert(0, str(DATA.parents[2]))
+    from vig.io import write_bytes  # stdlib only
+
     for name, data in produced.items():
-        tmp = DATA / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, DATA / name)
-        print(f"wrote {DATA / name}")
+        print(f"wrote {write_bytes(DATA / name, data)}")
     return 0
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,7 +90,7 @@ def main() -> int:
     if not (args.original / "vig.py").is_file() or not (args.original / "gcn_lib").is_dir():
         parser.error(f"--original {args.original}: expected the vig_pytorch folder (vig.py, gcn_lib/)")
 
-    sys.path[:0] = [str(TESTS), str(TESTS.parent / "bench"), str(args.original)]
+    sys.path[:0] = [str(TESTS), str(TESTS.parent), str(TESTS.parent / "bench"), str(args.original)]
     from _torch_original import install_timm_shim  # noqa: E402 - bench/, needs the path above
 
     shim = install_timm_shim()
@@ -116,12 +114,9 @@ def main() -> int:
                  for arch, case in result["cases"].items()}
         print(json.dumps({"max_abs_diff": worst, "atol": args.atol}))
         return 0 if max(worst.values()) <= args.atol else 1
-    fd, tmp = tempfile.mkstemp(dir=OUTPUT.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, OUTPUT)
-    print(f"wrote {OUTPUT}")
+    from vig.io import write_json  # stdlib only: runs beside torch without MindSpore
+
+    print(f"wrote {write_json(OUTPUT, result)}")
     return 0
 
 

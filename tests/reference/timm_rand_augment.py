@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -108,10 +107,12 @@ def main() -> int:
         print(json.dumps({"compared": len(outputs), "differ": differ, "stored_with": stored_versions,
                           "now": versions}))
         return 1 if differ else 0
-    tmp = OUTPUT.with_name(f".{OUTPUT.stem}.tmp.npz")
-    np.savez_compressed(tmp, image=golden_image(), keys=np.array(list(outputs)), outputs=np.stack(list(outputs.values())),
-                        versions=np.array(json.dumps(versions)))
-    os.replace(tmp, OUTPUT)
+    sys.path.insert(0, str(OUTPUT.parents[2]))
+    from vig.io import atomic_path  # stdlib only
+
+    with atomic_path(OUTPUT) as tmp:  # the temp ends in .npz, so numpy writes it as named
+        np.savez_compressed(tmp, image=golden_image(), keys=np.array(list(outputs)),
+                            outputs=np.stack(list(outputs.values())), versions=np.array(json.dumps(versions)))
     print(f"wrote {OUTPUT} ({len(outputs)} outputs, {OUTPUT.stat().st_size} bytes, {versions})")
     return 0
 
