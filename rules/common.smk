@@ -51,6 +51,39 @@ except ConfigError as exc:
 ARCH = MODEL_CFG["arch"]
 
 
+def weights_setting(key, value):
+    """A weights file the config names, resolved like model_config and checked before any job starts."""
+    if not value:
+        return None
+    path = repo_relative(value)
+    if not Path(path).is_file():
+        raise WorkflowError(
+            f"config key {key} = {value!r}: weights file not found (expected a checkpoint of "
+            "this project or an original PyTorch .pth)"
+        )
+    return path
+
+
+# train.from_weights: deploy these weights as they are (no training); train.pretrained (or the model
+# YAML's seed key `pretrained`): start training from them
+FROM_WEIGHTS = weights_setting(
+    "train.from_weights", config.get("train", {}).get("from_weights")
+)
+PRETRAINED = weights_setting(
+    "train.pretrained", config.get("train", {}).get("pretrained")
+)
+if FROM_WEIGHTS and PRETRAINED:
+    raise WorkflowError(
+        "config keys train.from_weights and train.pretrained are both set: from_weights deploys "
+        "the weights without training, pretrained trains from them; keep one"
+    )
+if not FROM_WEIGHTS:
+    PRETRAINED = PRETRAINED or weights_setting(
+        f"'pretrained' of {MODEL_CONFIG}", MODEL_CFG.get("pretrained")
+    )
+WEIGHTS = FROM_WEIGHTS or run_path(f"train/{ARCH}.ckpt")
+
+
 NETWORK_KEYS = (
     "arch",
     "model_overrides",
@@ -132,8 +165,14 @@ def launch_prefix():
 
 
 def training_params():
-    """What shapes training: a change reruns training and everything after it."""
-    return {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}
+    """What shapes training: a change reruns training and everything after it. The starting weights
+    count by content (their mtime is tracked as an input too)."""
+    params = {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}
+    if PRETRAINED:
+        from vig.weights import file_sha256
+
+        params["pretrained_sha256"] = file_sha256(PRETRAINED)
+    return params
 
 
 def model_params():
@@ -159,3 +198,15 @@ def data_input():
 def data_dir_param(wildcards, input):
     """The dataset folder a step reads: the tracked demo input, or the configured data_url."""
     return input.data if config["data"]["demo"] else config["data"]["data_url"]
+
+
+def summary_origin():
+    """Where the deployed weights came from, for the summary and the report."""
+    if FROM_WEIGHTS:
+        return "--weights_origin 'given (train.from_weights)'"
+    started = f" --pretrained {shlex.quote(PRETRAINED)}" if PRETRAINED else ""
+    return (
+        "--weights_origin trained --train_metrics "
+        + run_path("train/metrics.jsonl")
+        + started
+    )

@@ -1,6 +1,6 @@
 rule evaluate:
     input:
-        ckpt=rules.train.output.ckpt,
+        ckpt=WEIGHTS,
         data=data_input(),
     output:
         run_path("eval/metrics.json"),
@@ -21,5 +21,5 @@ rule evaluate:
         network=model_params(),
         batch_size=config.get("evaluate", {}).get("batch_size", 64),
     shell:
-        "python {params.script} {params.model} --checkpoint {input.ckpt} --data_url {params.data:q} "
+        "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "
         "--split val --batch_size {params.batch_size} --output {output} > {log} 2>&1"

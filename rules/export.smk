@@ -1,6 +1,6 @@
 rule export:
     input:
-        ckpt=rules.train.output.ckpt,
+        ckpt=WEIGHTS,
     output:
         run_path(f"export/{ARCH}.mindir"),
     log:
@@ -18,4 +18,4 @@ rule export:
         model=model_args(),
         network=model_params(),
     shell:
-        "python {params.script} {params.model} --checkpoint {input.ckpt} --output {output} > {log} 2>&1"
+        "python {params.script} {params.model} --pretrained {input.ckpt:q} --output {output} > {log} 2>&1"

@@ -3,7 +3,8 @@ rule summary:
         eval=rules.evaluate.output[0],
         accuracy=rules.postprocess.output[0],
         latency=rules.infer.output.latency,
-        metrics=rules.train.output.metrics,
+        metrics=[] if FROM_WEIGHTS else rules.train.output.metrics,
+        weights=WEIGHTS,
     output:
         run_path("summary.json"),
     log:
@@ -19,9 +20,10 @@ rule summary:
         runtime=5,
     params:
         script=script("summary"),
+        origin=summary_origin(),
     shell:
         "python {params.script} --eval {input.eval} --infer {input.accuracy} --latency {input.latency} "
-        "--train_metrics {input.metrics} --output {output} 2>&1 | tee {log}"
+        "--weights {input.weights:q} {params.origin} --output {output} 2>&1 | tee {log}"
 
 
 rule plot_training_curves:
@@ -104,8 +106,7 @@ rule plot_accuracy:
 
 BENCHMARKED_STEPS = [
     "verify_dataset",
-    "rank_table",
-    "train",
+    *([] if FROM_WEIGHTS else ["rank_table", "train"]),
     "evaluate",
     "export",
     "preprocess_310",

@@ -6,6 +6,7 @@ rule train:
         manifest=run_path("dataset/manifest.json"),
         rank_table=run_path("cluster/rank_table.json"),
         data=data_input(),
+        pretrained=PRETRAINED or [],
     output:
         ckpt=run_path(f"train/{ARCH}.ckpt"),
         metrics=run_path("train/metrics.jsonl"),
@@ -32,8 +33,9 @@ rule train:
             else ""
         ),
         training=training_params(),
+        pretrained=f"--pretrained {shlex.quote(PRETRAINED)}" if PRETRAINED else "",
     shell:
         "{params.launch} python {params.script} {params.model} --data_url {params.data:q} "
         "--rank_table {input.rank_table} --output_ckpt {output.ckpt} --metrics {output.metrics} "
-        "--state_root {params.state_root} --resume auto --log_dir {params.log_dir} "
+        "--state_root {params.state_root} {params.pretrained} --resume auto --log_dir {params.log_dir} "
         "{params.master_addr} --master_port {params.master_port} > {log} 2>&1"

@@ -122,6 +122,10 @@ def plot_accuracy(inputs, output) -> Path:
     same = len({(r["num_images"], r["correct_top1"], r["correct_top5"]) for r in rows}) == 1
     ax.set_title("eval vs deployed model: " + ("identical counts" if same else "DIFFERENT counts"),
                  color="green" if same else "red")
+    weights = read_json(inputs[0], "run summary").get("weights") if len(inputs) == 1 else None
+    if weights:  # where the deployed weights came from, under the table
+        ax.text(0.5, -0.05, f"weights: {weights['path']} ({weights.get('origin', '')}), sha256 "
+                f"{weights['sha256'][:16]}...", ha="center", va="top", fontsize=8, transform=ax.transAxes)
     return _save(fig, output)
 
 
