@@ -411,7 +411,8 @@ def test_report_benchmarks_bar_per_step(tmp_path, drawn):
     assert [bar.get_width() for bar in time_ax.patches] == [12.5, 3.1]
     widths = [bar.get_width() for bar in memory_ax.patches]
     assert widths[0] == 812.5 and np.isnan(widths[1])  # '-' (not measured) draws no bar and no label
-    assert [t.get_text() for t in time_ax.texts] == [" 12.5", " 3.1"] and [t.get_text() for t in memory_ax.texts] == [" 812"]
+    assert [t.get_text() for t in time_ax.texts] == [" 12.5", " 3.1"]
+    assert [t.get_text() for t in memory_ax.texts] == [" 812"]
 
 
 def test_report_rejects_bad_inputs(run_files, tmp_path):
