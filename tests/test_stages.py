@@ -149,7 +149,7 @@ def test_verify_split_without_class_folders(dataset):
         for f in (dataset / "val" / cls).iterdir():
             f.unlink()
         (dataset / "val" / cls).rmdir()
-    assert problems_of(dataset) == [f"{dataset / 'val'}: no class folders"]
+    assert problems_of(dataset) == [f"{dataset / 'val'}: no class folders (expected val/<class>/<image files>)"]
 
 
 def test_verify_folder_inside_a_class_folder(dataset):

@@ -76,7 +76,7 @@ def scan_layout(root: Path, splits: tuple[str, ...]) -> tuple[dict, list[str]]:
         problems += _reader_problems(split_dir, classes, "folder", IMAGE_EXTENSIONS)
         classes = [c for c in classes if not c.startswith(".")]  # reported once, not again as a class
         if not classes:
-            problems.append(f"{split_dir}: no class folders")
+            problems.append(f"{split_dir}: no class folders (expected {split}/<class>/<image files>)")
         tree[split] = {}
         for cls in classes:
             nested, files = _subdirs_and_files(split_dir / cls)
