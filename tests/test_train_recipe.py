@@ -287,8 +287,10 @@ def test_adamw_takes_beta_and_eps_from_the_config(pynative):
         np.testing.assert_allclose(p.asnumpy(), expected[p.name], rtol=1e-5, atol=1e-6, err_msg=p.name)
 
 
-def test_ema_blends_after_every_applied_step_and_skips_overflowed_ones(pynative):
+@pytest.mark.parametrize("mode", ["pynative", "graph_mode"])  # training compiles the step (graph_mode 0)
+def test_ema_blends_after_every_applied_step_and_skips_overflowed_ones(mode, request):
     """shadow <- decay * shadow + (1 - decay) * weights, after the optimizer, and only for steps applied."""
+    request.getfixturevalue(mode)
     import mindspore as ms
     from mindspore import Tensor, nn
 
