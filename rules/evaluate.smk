@@ -3,7 +3,8 @@ rule evaluate:
         ckpt=WEIGHTS,
         data=data_input(),
     output:
-        run_path("eval/metrics.json"),
+        metrics=run_path("eval/metrics.json"),
+        predictions=run_path("eval/predictions.json"),
     log:
         log_path("evaluate"),
     benchmark:
@@ -22,4 +23,5 @@ rule evaluate:
         batch_size=config.get("evaluate", {}).get("batch_size", 64),
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "
-        "--split val --batch_size {params.batch_size} --output {output} > {log} 2>&1"
+        "--split val --batch_size {params.batch_size} --output {output.metrics} "
+        "--predictions {output.predictions} > {log} 2>&1"

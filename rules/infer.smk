@@ -57,7 +57,8 @@ rule postprocess:
         results=rules.infer.output.results,
         labels=rules.preprocess_310.output.labels,
     output:
-        run_path("infer/accuracy.json"),
+        accuracy=run_path("infer/accuracy.json"),
+        predictions=run_path("infer/predictions.json"),
     log:
         log_path("postprocess"),
     benchmark:
@@ -73,4 +74,4 @@ rule postprocess:
         script=script("postprocess"),
     shell:
         "python {params.script} --result_dir {input.results} --labels {input.labels} "
-        "--output {output} > {log} 2>&1"
+        "--output {output.accuracy} --predictions {output.predictions} > {log} 2>&1"

@@ -1,7 +1,9 @@
 rule summary:
     input:
-        eval=rules.evaluate.output[0],
-        accuracy=rules.postprocess.output[0],
+        eval=rules.evaluate.output.metrics,
+        eval_predictions=rules.evaluate.output.predictions,
+        accuracy=rules.postprocess.output.accuracy,
+        predictions=rules.postprocess.output.predictions,
         latency=rules.infer.output.latency,
         metrics=[] if FROM_WEIGHTS else rules.train.output.metrics,
         weights=WEIGHTS,
@@ -22,7 +24,8 @@ rule summary:
         script=script("summary"),
         origin=summary_origin(),
     shell:
-        "python {params.script} --eval {input.eval} --infer {input.accuracy} --latency {input.latency} "
+        "python {params.script} --eval {input.eval} --eval_predictions {input.eval_predictions} "
+        "--deployed MINDIR {input.accuracy} {input.predictions} --latency {input.latency} "
         "--weights {input.weights:q} {params.origin} --output {output} 2>&1 | tee {log}"
 
 
@@ -54,7 +57,7 @@ rule plot_training_curves:
 
 rule plot_confusion_matrix:
     input:
-        rules.evaluate.output[0],
+        rules.evaluate.output.metrics,
     output:
         report(
             run_path("report/confusion_matrix.png"),

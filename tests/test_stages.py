@@ -12,7 +12,8 @@ from PIL import Image
 from vig.demo_data import CLASS_NAMES, build_demo_dataset, stratified_split
 from vig.deploy.postprocess import accuracy, print_seed_form
 from vig.report import plot
-from vig.summary import ParityError, build_summary
+from vig.predictions import records, top_k
+from vig.summary import DeployedTarget, ParityError, build_summary, check_images
 from vig.verify import DatasetError, verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,15 +282,39 @@ def write_json(path, obj):
     return path
 
 
+# 8 val images of 3 classes, as the confusion matrix below: (label, predicted class) per image
+IMAGES = {"a0": (0, 0), "a1": (0, 0), "a2": (0, 0), "b0": (1, 0), "b1": (1, 1), "c0": (2, 1), "c1": (2, 2),
+          "c2": (2, 2)}
+
+
+def logits_of(predicted, num_classes, seed):
+    """Distinct logits whose largest is `predicted`, the others in a random order below it."""
+    values = (np.random.default_rng(seed).standard_normal(num_classes) * 3).astype(np.float32)
+    order = np.argsort(-values)
+    values[[order[0], predicted]] = values[[predicted, order[0]]]
+    return values
+
+
+def prediction_records(images, num_classes):
+    """What evaluate.py/postprocess.py --predictions write for {stem: (label, predicted)}."""
+    logits = np.stack([logits_of(pred, num_classes, i) for i, (_, pred) in enumerate(images.values())])
+    return records(list(images), [label for label, _ in images.values()], *top_k(logits))
+
+
 @pytest.fixture
 def run_files(tmp_path):
     names = [str(d) for d in range(3)]
+    per_image = prediction_records(IMAGES, 3)
     files = {
         "eval": write_json(tmp_path / "eval" / "metrics.json", {
             "top1": 0.75, "top5": 1.0, "loss": 0.6, "num_images": 8, "class_names": names,
             "per_class_accuracy": [1.0, 0.5, 0.75], "confusion_matrix": [[3, 0, 0], [1, 1, 0], [0, 1, 2]]}),
+        "eval_predictions": write_json(tmp_path / "eval" / "predictions.json",
+                                       {"source": "test", "k": 3, "images": per_image}),
         "infer": write_json(tmp_path / "infer" / "accuracy.json", {
             "top1": 0.75, "top5": 1.0, "num_images": 8, "correct_top1": 6, "correct_top5": 8}),
+        "infer_predictions": write_json(tmp_path / "infer" / "predictions.json",
+                                        {"source": "test", "k": 3, "images": per_image}),
         "latency": write_json(tmp_path / "infer" / "latency.json", {
             "mean_ms": 2.0, "p50_ms": 1.9, "p90_ms": 2.5, "images": 8, "batch_size": 4,
             "throughput_images_per_s": 500.0}),
@@ -302,16 +327,22 @@ def run_files(tmp_path):
 
 
 def summary_args(files, output):
-    return ["--eval", str(files["eval"]), "--infer", str(files["infer"]), "--latency", str(files["latency"]),
-            "--train_metrics", str(files["metrics"]), "--output", str(output)]
+    return ["--eval", str(files["eval"]), "--eval_predictions", str(files["eval_predictions"]),
+            "--deployed", "MINDIR", str(files["infer"]), str(files["infer_predictions"]),
+            "--latency", str(files["latency"]), "--train_metrics", str(files["metrics"]), "--output", str(output)]
+
+
+def mindir(files):
+    return [DeployedTarget("MINDIR", files["infer"], files["infer_predictions"])]
 
 
 def test_summary_parity_gate_passes(run_files, tmp_path, capsys):
     load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
     out = capsys.readouterr().out
     assert "eval (in framework)" in out and "deployed (MINDIR)" in out and "parity gate: passed" in out
+    assert "MINDIR: all 8 images have the evaluation's label, top-1 class and top-5 classes" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["parity"] == "passed"
+    assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 8}
     assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 6]
     assert summary["training"] == {"epochs": 3, "final": json.loads(run_files["metrics"].read_text().splitlines()[-1])}
 
@@ -323,11 +354,59 @@ def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsy
         load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
     assert info.value.code == 1 and not (tmp_path / "summary.json").exists()
     err = capsys.readouterr().err
-    assert "parity gate FAILED" in err and "correct_top1: eval 6 vs deployed 5" in err
+    assert "parity gate FAILED for deployed (MINDIR)" in err and "correct_top1: eval 6 vs deployed 5" in err
     write_json(run_files["infer"], {"top1": 0.75, "top5": 1.0, "num_images": 9, "correct_top1": 6,
                                     "correct_top5": 8})
     with pytest.raises(ParityError, match="num_images: eval 8 vs deployed 9"):
-        build_summary(run_files["eval"], run_files["infer"], run_files["latency"])
+        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files), run_files["latency"])
+
+
+def swap(image_records, field, first, second):
+    by_image = {r["image"]: r for r in image_records}
+    by_image[first][field], by_image[second][field] = by_image[second][field], by_image[first][field]
+    if field == "top":  # the logits go with their classes
+        by_image[first]["logits"], by_image[second]["logits"] = by_image[second]["logits"], by_image[first]["logits"]
+    return image_records
+
+
+def test_parity_gate_catches_two_swapped_predictions_with_equal_counts(run_files, tmp_path, capsys):
+    # b0 (label 1, predicted 0) and b1 (label 1, predicted 1) swap predictions: still 6 of 8 correct
+    deployed = json.loads(run_files["infer_predictions"].read_text())
+    write_json(run_files["infer_predictions"], dict(deployed, images=swap(deployed["images"], "top", "b0", "b1")))
+    with pytest.raises(SystemExit):
+        load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    err = capsys.readouterr().err
+    assert "parity gate FAILED for deployed target MINDIR: 2 of 8 images differ from the evaluation (top-1: 2)" in err
+    evaluated = {r["image"]: r for r in json.loads(run_files["eval_predictions"].read_text())["images"]}
+    margins = [f"({evaluated[i]['logits'][0] - evaluated[i]['logits'][1]:.4g})" for i in ("b0", "b1")]
+    rows = [line.split() for line in err.splitlines() if line.strip().startswith(("b0", "b1"))]
+    assert [row[0] for row in rows] == ["b0", "b1"] and all(row[1] == "1/1" and row[-1] == "top-1" for row in rows)
+    # each row: the image's label eval/deployed, the eval's top-3 and margin, the deployed's, what differs
+    assert (rows[0][-6], rows[0][-2]) == (margins[0], margins[1]) and (rows[1][-6], rows[1][-2]) == tuple(margins[::-1])
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_parity_gate_catches_two_swapped_labels(run_files):
+    deployed = json.loads(run_files["infer_predictions"].read_text())
+    write_json(run_files["infer_predictions"], dict(deployed, images=swap(deployed["images"], "label", "a0", "c2")))
+    with pytest.raises(ParityError, match=r"2 of 8 images differ from the evaluation \(label: 2\)") as info:
+        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files), run_files["latency"])
+    assert "a0                      0/2" in str(info.value) and "c2                      2/0" in str(info.value)
+
+
+def test_parity_gate_catches_a_top5_only_difference_and_missing_images():
+    images = {f"i{n}": (n % 7, n % 7) for n in range(9)}
+    reference = {r["image"]: r for r in prediction_records(images, 7)}
+    deployed = json.loads(json.dumps(reference))
+    sixth = next(c for c in range(7) if c not in deployed["i3"]["top"])
+    deployed["i3"]["top"][4], deployed["i3"]["logits"][4] = sixth, deployed["i3"]["logits"][4] - 1e-6
+    with pytest.raises(ParityError, match=r"1 of 9 images differ from the evaluation \(top-5 set: 1\)"):
+        check_images(reference, deployed, "ONNX")
+    del deployed["i3"], deployed["i5"]
+    deployed["extra"] = reference["i0"]
+    with pytest.raises(ParityError, match=r"for deployed target ONNX: not the evaluation's images \(9 evaluated, "
+                                          r"8 deployed\)\n  only in the evaluation: i3, i5\n  only in ONNX: extra"):
+        check_images(reference, deployed, "ONNX")
 
 
 @pytest.fixture

@@ -182,7 +182,8 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
     report_path = out / "eval.json"
     evaluated = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "evaluate.py"), "--vig_config",
                                 str(config), "--checkpoint", str(out / "weights.ckpt"), "--data_url", str(data),
-                                "--split", "val", "--output", str(report_path)], env=env(), timeout=300,
+                                "--split", "val", "--output", str(report_path), "--predictions",
+                                str(out / "predictions.json")], env=env(), timeout=300,
                                capture_output=True, text=True)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -191,3 +192,12 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 60 and np.trace(matrix) == round(report["top1"] * 60)
     assert report["per_class_accuracy"]["3"] == matrix[3, 3] / matrix[3].sum()
+    per_image = json.loads((out / "predictions.json").read_text())["images"]  # the same predictions, per image
+    assert [r["image"] for r in per_image] == [p.stem for p in sorted((data / "val").glob("*/*"))]
+    assert [int(p.parent.name) for p in sorted((data / "val").glob("*/*"))] == [r["label"] for r in per_image]
+    from_images = np.zeros((10, 10), int)
+    for r in per_image:
+        from_images[r["label"], r["top"][0]] += 1
+        assert len(set(r["top"])) == 5 and r["logits"] == sorted(r["logits"], reverse=True)
+    np.testing.assert_array_equal(from_images, matrix)
+    assert sum(r["label"] in r["top"] for r in per_image) == round(report["top5"] * 60)

@@ -147,6 +147,11 @@ def test_every_step_produces_its_outputs(finished_run):
     assert summary["parity"] == "passed"
     eval_row, deployed_row = summary["accuracy"]
     assert eval_row["correct_top1"] == deployed_row["correct_top1"] == round(evaluation["top1"] * 359)
+    assert summary["images_compared"] == {"MINDIR": 359}
+    evaluated = read_json(finished_run / "eval" / "predictions.json")["images"]
+    deployed = read_json(finished_run / "infer" / "predictions.json")["images"]
+    assert sorted(r["image"] for r in evaluated) == [r["image"] for r in deployed] == [p.name[:-6] for p in results]
+    assert sum(r["top"][0] == r["label"] for r in evaluated) == eval_row["correct_top1"]
     for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks"):
         assert (finished_run / "report" / f"{picture}.png").stat().st_size > 1000
     for step in STEPS:
@@ -195,6 +200,35 @@ def test_report_is_self_contained(finished_run):
     snakemake(finished_run.parent.parent, "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 50_000 and "training_curves.png" in html
+
+
+def test_parity_gate_stops_on_two_swapped_deployed_outputs(finished_run, tmp_path):
+    """The real run's 310 result files with two images' logits swapped: the gate fails naming the target
+    and both images, even when the correct counts happen to stay equal."""
+    deployed = read_json(finished_run / "infer" / "predictions.json")["images"]
+    first = deployed[0]
+    second = next(r for r in deployed if r["top"][0] != first["top"][0])
+    results = tmp_path / "result_Files"
+    shutil.copytree(finished_run / "infer" / "result_Files", results)
+    a, b = results / f"{first['image']}_0.bin", results / f"{second['image']}_0.bin"
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    script = [sys.executable, str(REPO / "workflow_scripts" / "postprocess.py")]
+    subprocess.run(script + ["--result_dir", str(results), "--labels",
+                             str(finished_run / "infer" / "preprocess_Result" / "imagenet_label.json"),
+                             "--output", str(tmp_path / "accuracy.json"), "--predictions",
+                             str(tmp_path / "predictions.json")], check=True, capture_output=True)
+    gate = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "summary.py"),
+                           "--eval", str(finished_run / "eval" / "metrics.json"),
+                           "--eval_predictions", str(finished_run / "eval" / "predictions.json"),
+                           "--deployed", "MINDIR", str(tmp_path / "accuracy.json"), str(tmp_path / "predictions.json"),
+                           "--latency", str(finished_run / "infer" / "latency.json"),
+                           "--output", str(tmp_path / "summary.json")], capture_output=True, text=True)
+    assert gate.returncode == 1 and not (tmp_path / "summary.json").exists()
+    assert "parity gate FAILED for deployed target MINDIR: 2 of 359 images differ" in gate.stderr, gate.stderr
+    listed = [line.split()[0] for line in gate.stderr.splitlines()[2:]]
+    assert sorted(listed) == sorted([first["image"], second["image"]]), gate.stderr
 
 
 # ------------------------------------------------------------------------------------------------

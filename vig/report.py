@@ -101,7 +101,7 @@ def accuracy_rows(inputs) -> list[dict]:
     if len(inputs) == 2:
         evaluated = read_json(inputs[0], "evaluation metrics", EVAL_KEYS)
         deployed = read_json(inputs[1], "deployed-model accuracy", INFER_KEYS)
-        return rows_of(evaluated, deployed, inputs[0], inputs[1])
+        return rows_of(evaluated, inputs[0], {"MINDIR": deployed})
     raise ValueError(f"accuracy plot: expected summary.json or eval/metrics.json + infer/accuracy.json, "
                      f"got {len(inputs)} inputs")
 

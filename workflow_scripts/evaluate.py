@@ -5,7 +5,8 @@
         --pretrained out/vig_demo.ckpt --data_url data/demo --split val --output out/eval.json
 
 Writes JSON atomically: top1, top5, loss, num_images, class_names, per_class_accuracy {name: acc},
-confusion_matrix (rows true class, columns predicted). With --rank_table the split is sharded over the
+confusion_matrix (rows true class, columns predicted); with --predictions also every image's top-5
+classes and logits (vig/predictions.py). With --rank_table the split is sharded over the
 ranks and the counts summed, so every image counts once.
 """
 import argparse
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrained_argument(parser, "; --checkpoint is the same option", aliases=("--checkpoint",))
     parser.add_argument("--split", default="val", help="sub-folder of --data_url to evaluate (default %(default)s)")
     parser.add_argument("--output", metavar="JSON", help="where to write the report (rank 0, atomically)")
+    parser.add_argument("--predictions", metavar="JSON",
+                        help="also write every image's top-5 classes and logits (rank 0, atomically; "
+                             "what the parity gate compares with the deployed model)")
     parser.add_argument("--batch_size", type=int, metavar="N",
                         help="images per batch per rank (default: the config's batch_size)")
     add_launch_arguments(parser)
@@ -49,15 +53,20 @@ def main(argv=None) -> int:
     import json
 
     from vig.io import write_json
+    from vig.predictions import write_predictions
     from vig.train.evaluate import run_evaluation
 
     try:
-        report = run_evaluation(cfg, weights, data_url, args.split, args.batch_size or cfg["batch_size"], ctx)
+        report = run_evaluation(cfg, weights, data_url, args.split, args.batch_size or cfg["batch_size"], ctx,
+                                predictions=bool(args.predictions))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"[eval] {args.split}: top1 {report['top1']:.4f} top5 {report['top5']:.4f} loss {report['loss']:.4f} "
           f"over {report['num_images']} images", flush=True)
+    predictions = report.pop("predictions", None)
     if ctx.rank == 0:
+        if predictions is not None:
+            write_predictions(args.predictions, f"evaluation of {weights} on {args.split}", predictions)
         if args.output:
             write_json(args.output, report)
         else:

@@ -5,7 +5,8 @@
         --labels preprocess_Result/imagenet_label.json --output accuracy.json
 
 Results (<stem>_0.bin, float32 logits) and labels ({"<file name>": class index}) are matched by file
-stem; a result without a label or a label without a result is an error that lists them.
+stem; a result without a label or a label without a result is an error that lists them. With
+--predictions, every image's top-5 classes and logits are written too (vig/predictions.py).
 """
 import argparse
 import sys
@@ -15,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 
 from vig.deploy.cli import run  # noqa: E402
 from vig.io import write_json  # noqa: E402
-from vig.deploy.postprocess import accuracy, print_seed_form  # noqa: E402
+from vig.deploy.postprocess import print_seed_form, score  # noqa: E402
+from vig.predictions import write_predictions  # noqa: E402
 
 
 def main(argv=None):
@@ -25,11 +27,15 @@ def main(argv=None):
                         help="label file {\"<file name>\": class index}")
     parser.add_argument("--output", required=True, metavar="JSON",
                         help="accuracy file: top1, top5, num_images, correct_top1, correct_top5")
+    parser.add_argument("--predictions", metavar="JSON",
+                        help="also write every image's top-5 classes and logits (for the parity gate)")
     args = parser.parse_args(argv)
 
     def postprocess():
-        result = accuracy(args.result_dir, args.labels)
+        result, per_image = score(args.result_dir, args.labels)
         print_seed_form(result)
+        if args.predictions:
+            write_predictions(args.predictions, f"deployed model's {args.result_dir}", per_image)
         write_json(args.output, result)
 
     run(postprocess, "postprocess")

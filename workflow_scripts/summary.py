@@ -1,12 +1,16 @@
 #!/usr/bin/env python
-"""The run's summary and parity gate: the deployed model must reproduce the evaluation exactly.
+"""The run's summary and parity gate: every deployed model must reproduce the evaluation image by image.
 
-    python workflow_scripts/summary.py --eval eval/metrics.json --infer infer/accuracy.json \\
+    python workflow_scripts/summary.py --eval eval/metrics.json --eval_predictions eval/predictions.json \\
+        --deployed MINDIR infer/accuracy.json infer/predictions.json \\
         --latency infer/latency.json --train_metrics metrics.jsonl --weights train/vig.ckpt --output summary.json
 
-Same number of images and the same top-1 and top-5 correct counts, or exit status 1 with both shown
-and nothing written. Prints the accuracy table (eval vs deployed). With --weights the summary also
-says which weights were deployed (path, sha256, origin) and, with --pretrained, what training started from.
+For each --deployed target (name, postprocess accuracy, per-image predictions): the evaluation's images,
+and for every image the same label, top-1 class and set of top-5 classes (so the same correct counts),
+or exit status 1 naming the target and the first differing images with both predictions and their
+top-1 margins, and nothing written. Prints the accuracy table (eval vs each deployed target). With
+--weights the summary also says which weights were deployed (path, sha256, origin) and, with
+--pretrained, what training started from.
 """
 import argparse
 import sys
@@ -16,14 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 
 from vig.deploy.cli import run  # noqa: E402
 from vig.io import write_json  # noqa: E402
-from vig.summary import ParityError, build_summary, format_table  # noqa: E402
+from vig.summary import DeployedTarget, ParityError, build_summary, format_table  # noqa: E402
 from vig.weights import describe  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval", required=True, metavar="JSON", help="evaluation metrics (eval/metrics.json)")
-    parser.add_argument("--infer", required=True, metavar="JSON", help="deployed-model accuracy (postprocess output)")
+    parser.add_argument("--eval_predictions", required=True, metavar="JSON",
+                        help="the evaluation's per-image predictions (evaluate.py --predictions)")
+    parser.add_argument("--deployed", required=True, action="append", nargs=3,
+                        metavar=("NAME", "ACCURACY_JSON", "PREDICTIONS_JSON"),
+                        help="a deployed target: its name, accuracy and per-image predictions (postprocess.py "
+                             "--output and --predictions); repeat for each target")
     parser.add_argument("--latency", required=True, metavar="JSON", help="inference latency (infer output)")
     parser.add_argument("--train_metrics", metavar="JSONL", help="training metrics, one record per epoch (optional)")
     parser.add_argument("--weights", metavar="FILE", help="the deployed weights (recorded with their sha256)")
@@ -34,7 +43,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def summarise():
-        summary = build_summary(args.eval, args.infer, args.latency, args.train_metrics)
+        targets = [DeployedTarget(*target) for target in args.deployed]
+        summary = build_summary(args.eval, args.eval_predictions, targets, args.latency, args.train_metrics)
         if args.weights:
             summary["weights"] = {**describe(args.weights), "origin": args.weights_origin}
             print(f"weights: {args.weights} (sha256 {summary['weights']['sha256']}, {args.weights_origin})")
@@ -42,6 +52,8 @@ def main(argv=None):
             summary["pretrained"] = describe(args.pretrained)
             print(f"training started from {args.pretrained} (sha256 {summary['pretrained']['sha256']})")
         print(format_table(summary["accuracy"]))
+        for name, images in summary["images_compared"].items():
+            print(f"{name}: all {images} images have the evaluation's label, top-1 class and top-5 classes")
         lat = summary["latency"]
         print(f"deployed latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 {lat['p90_ms']:.2f} "
               f"(batch {lat['batch_size']}, {lat['images']} images)")

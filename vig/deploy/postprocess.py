@@ -76,6 +76,13 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 def accuracy(result_dir: str | os.PathLike, label_file: str | os.PathLike) -> dict:
     """Top-1/top-5 over all results; raises if results and labels do not pair up one to one."""
+    return score(result_dir, label_file)[0]
+
+
+def score(result_dir: str | os.PathLike, label_file: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """(accuracy as `accuracy` returns it, per-image records of vig.predictions in file-stem order)."""
+    from ..predictions import records, top_k
+
     labels = load_labels(label_file)
     results = load_results(result_dir)
     no_label = sorted(set(results) - set(labels))
@@ -93,8 +100,9 @@ def accuracy(result_dir: str | os.PathLike, label_file: str | os.PathLike) -> di
         raise ValueError(f"{label_file}: class index >= {logits.shape[1]} (the number of logits) for {bad}")
     top1, top5 = topk_correct(logits, targets, 1), topk_correct(logits, targets, 5)
     n = len(stems)
-    return {"top1": float(top1.sum() / n), "top5": float(top5.sum() / n), "num_images": n,
-            "correct_top1": int(top1.sum()), "correct_top5": int(top5.sum()), "num_classes": int(logits.shape[1])}
+    acc = {"top1": float(top1.sum() / n), "top5": float(top5.sum() / n), "num_images": n,
+           "correct_top1": int(top1.sum()), "correct_top5": int(top5.sum()), "num_classes": int(logits.shape[1])}
+    return acc, records(stems, targets, *top_k(logits))
 
 
 def print_seed_form(acc: dict) -> None:

@@ -1,0 +1,70 @@
+"""Per-image predictions: what the parity gate compares between the evaluation and a deployed model.
+
+One JSON file per producer (evaluate.py --predictions, postprocess.py --predictions):
+
+    {"source": "...", "k": 5, "images": [{"image": "<file stem>", "label": 3,
+                                          "top": [3, 7, ...], "logits": [9.81, 4.02, ...]}, ...]}
+
+`image` is the file stem, the key of the 310 chain (`<stem>.bin`, `result_Files/<stem>_0.bin`); `top` are
+the k highest-scoring classes, best first, and `logits` their logits, so `logits[0] - logits[1]` is the
+top-1 margin that tells a near-tie from a real disagreement. k = min(5, number of classes).
+Importing this module does not import MindSpore.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import read_json, write_json
+
+TOPK = 5
+
+
+def top_k(logits: np.ndarray, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, logits) of the k largest logits per row, best first (ties: lower class first)."""
+    k = min(k, logits.shape[1])
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(logits, order, axis=1)
+
+
+def records(images, labels, top_classes, top_logits) -> list[dict]:
+    """One record per image, in the given order."""
+    return [{"image": str(image), "label": int(label), "top": [int(c) for c in top],
+             "logits": [float(v) for v in values]}
+            for image, label, top, values in zip(images, labels, top_classes, top_logits)]
+
+
+def write_predictions(path: str | os.PathLike, source: str, image_records: list[dict]) -> None:
+    k = len(image_records[0]["top"]) if image_records else 0
+    write_json(path, {"source": source, "k": k, "images": image_records})
+
+
+def read_predictions(path: str | os.PathLike, what: str) -> dict[str, dict]:
+    """{image: record} in file order; a malformed record or a repeated image names the file and the image."""
+    raw = read_json(path, what, ("k", "images"))
+    found, problems = {}, []
+    for number, record in enumerate(raw["images"]):
+        keys = ("image", "label", "top", "logits")
+        if not isinstance(record, dict) or any(key not in record for key in keys):
+            problems.append(f"entry {number}: expected an object with keys {', '.join(keys)}, got {record!r:.80}")
+        elif len(record["top"]) != raw["k"] or len(record["logits"]) != raw["k"]:
+            problems.append(f"{record['image']}: expected {raw['k']} classes and logits, got "
+                            f"{len(record['top'])} and {len(record['logits'])}")
+        elif record["image"] in found:
+            problems.append(f"{record['image']}: listed twice (images are keyed by file stem; are two "
+                            f"files named alike in different class folders?)")
+        else:
+            found[record["image"]] = record
+        if len(problems) >= 10:
+            break
+    if problems:
+        raise ValueError(f"{Path(path)}: bad {what}:\n  " + "\n  ".join(problems))
+    return found
+
+
+def margin(record: dict) -> float | None:
+    """Top-1 logit minus the runner-up's (None with a single class)."""
+    values = record["logits"]
+    return values[0] - values[1] if len(values) > 1 else None
