@@ -14,9 +14,7 @@ from vig.models import create_model, kernels
 from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
 from vig.models.layers import GELU, BatchNorm2d, Conv2d
 
-pytestmark = pytest.mark.skipif(any(kernels.library(src) is None
-                                    for src in ("vig_cpu_kernels.cc", "vig_gelu.cc", "vig_norm.cc", "vig_gemm.cc")),
-                                reason="no g++ to build the CPU kernels (the native ops are used instead)")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # skipped without g++, failed if its build fails
 
 RNG = np.random.default_rng(0)
 

@@ -212,14 +212,14 @@ def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative, monkeypatc
 
 
 @pytest.mark.parametrize("mode", ["graph_mode", "pynative"])
-def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request):
+def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request, compiled_kernels):
     # Failed before (MindSpore 2.10): in GRAPH_MODE Conv2D got a float16 input with the float32 weight; in
     # PyNative amp cast the im2col kernel's input to float16 after the cell's float32 check
     request.getfixturevalue(mode)
     import mindspore as ms
     from mindspore import Tensor, ops
 
-    from vig.models import create_model, kernels
+    from vig.models import create_model
     from vig.train.loss import SoftTargetCrossEntropy
     from vig.train.optim import build_optimizer
     from vig.train.step import TrainStep, apply_amp, build_loss_scaler
@@ -227,7 +227,7 @@ def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request):
     ms.set_seed(0)
     net = create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC)
     had_kernels = any(isinstance(v, ops.Custom) for _, cell in net.cells_and_names() for v in vars(cell).values())
-    assert had_kernels == (kernels.gelu() is not None)  # with g++ this is the kernel path that failed
+    assert had_kernels  # the kernel path is the one that failed
     net = apply_amp(net, "O2")
     net.set_train(True)
     # static scale 1024: the seed's dynamic 2^24 overflows float16 and skips the first steps by design
