@@ -400,8 +400,8 @@ def test_cli_errors_exit_2_and_leave_the_existing_output_alone(capsys):
     cases = [
         (["--servers-json", "[1]"], "servers[0]: expected a mapping"),
         (["--from-slurm", "--from-hccn-tool"], "pick one source"),
-        (["--config-json", "{\"source\": \"servers\"}", "--from-slurm"], "drop ['--from-slurm']"),
-        (["--config-json", "{bad"], "--config-json: not valid JSON"),
+        (["--config-json", "{\"source\": \"servers\"}", "--from-slurm"], "drop ['--from_slurm']"),
+        (["--config_json", "{bad"], "--config_json: not valid JSON"),
         ([], "no source"),
         (["--hccn-conf", str(DATA / "hccn_malformed.conf"), "--server-id", "s"], "hccn_malformed.conf: 3 problems"),
     ]
@@ -413,7 +413,7 @@ def test_cli_errors_exit_2_and_leave_the_existing_output_alone(capsys):
 
 def test_cli_runs_as_a_script_and_documents_every_flag():
     done = subprocess.run([sys.executable, str(CLI), "--help"], capture_output=True, text=True, check=True)
-    for flag in ("--config-json", "--servers-json", "--hccn-conf", "--from-hccn-tool", "--from-slurm",
-                 "--device-count", "--device-ids", "--server-id", "--node-list", "--device-map",
-                 "--no-resolve-hosts", "--max-device-id", "--output"):
-        assert flag in done.stdout
+    for flag in ("--config_json", "--servers_json", "--hccn_conf", "--from_hccn_tool", "--from_slurm",
+                 "--device_count", "--device_ids", "--server_id", "--node_list", "--device_map",
+                 "--no_resolve_hosts", "--max_device_id", "--output"):
+        assert flag in done.stdout  # the dashed spellings the other tests use are the aliases

@@ -30,7 +30,7 @@ def test_workflow_under_slurm_with_a_two_task_training_job(slurm_session, tmp_pa
     assert sum(len(s["device"]) for s in table["server_list"]) == 2
     train_log = (run / "logs" / "train.log").read_text()
     assert "msrun --worker_num=2 --local_worker_num=2" in train_log, train_log[-2000:]
-    digests = dict(re.findall(r"rank (\d) trainable weights sha256 (\w+)", train_log))
+    digests = dict(re.findall(r"rank (\d) weights sha256 (\w+)", train_log))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests  # ranks stayed in sync
     metrics = [json.loads(x) for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]

@@ -1,4 +1,5 @@
-"""Data parallel on CPU with msrun: two workers stay identical and match one process on the global batch."""
+"""Data parallel on CPU with msrun: two workers stay identical and match one process on the global batch;
+every rank takes rank 0's BatchNorm statistics before validating."""
 import os
 import sys
 import textwrap
@@ -65,6 +66,12 @@ WORKER = textwrap.dedent("""
         assert bool(finite.asnumpy())
     params = {{n: p.asnumpy() for n, p in zip(names, net.trainable_params())}}
     np.savez(os.path.join(out, f"{{mode}}_rank{{ctx.rank}}.npz"), **params)
+    if mode == "dp":  # what the loop does to BatchNorm statistics before each validation
+        from mindspore import Parameter
+        from vig.train.distributed import copy_from_rank0
+        stats = [Parameter(Tensor(np.full((2, 3), ctx.rank + 1.5, np.float32)), name="moving_mean")]
+        copy_from_rank0(stats, ctx.rank)
+        np.save(os.path.join(out, f"stats{{ctx.rank}}.npy"), stats[0].asnumpy())
     print(f"worker {{mode}} rank {{ctx.rank}}/{{ctx.world_size}} done", flush=True)
 """)
 
@@ -99,6 +106,9 @@ def test_two_msrun_workers_match_each_other_and_a_single_process(tmp_path):
     np.testing.assert_array_equal(dict(np.load(tmp_path / "dp_initial0.npz"))["pos_embed"], initial["pos_embed"])
     moved = [name for name in rank0 if not np.allclose(rank0[name], initial[name], rtol=0, atol=1e-7)]
     assert len(moved) > 0.8 * len(rank0)  # the three steps changed (nearly) every parameter
+    # every rank now holds rank 0's statistics (its own, as in the seed, and the exported ones), not a mean
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"stats{rank}.npy"), np.full((2, 3), 1.5, np.float32))
 
 
 def test_train_cli_under_msrun_from_a_rank_table(tmp_path):
@@ -131,3 +141,4 @@ def test_train_cli_under_msrun_from_a_rank_table(tmp_path):
     (record,) = [json.loads(line) for line in (out / "m.jsonl").read_text().splitlines()]
     assert record["val_images"] == 20  # 10 + 10 shards summed
     assert (out / "w.ckpt").is_file() and len(list((out / "state").glob("*/state-e0001.ckpt"))) == 1
+

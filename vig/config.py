@@ -103,6 +103,18 @@ def _check_cross_keys(cfg: dict, source: str) -> None:
     if cfg["min_lr"] > cfg["base_lr"]:
         raise ConfigError(f"{source}: key 'min_lr' = {cfg['min_lr']} is above base_lr = {cfg['base_lr']}; expected "
                           "min_lr <= base_lr (min_lr is the floor the schedule decays to)")
+    if cfg["start_epoch"] >= cfg["epochs"]:
+        raise ConfigError(f"{source}: key 'start_epoch' = {cfg['start_epoch']}: expected fewer than epochs = "
+                          f"{cfg['epochs']} (the run trains epochs start_epoch+1..epochs)")
+    if cfg["run_modelarts"]:
+        raise ConfigError(f"{source}: key 'run_modelarts' = true: ModelArts/OBS (moxing) is not supported; copy "
+                          f"the dataset to a local or shared folder and give it as data_url (or --data_url), "
+                          f"run on a cluster with the Slurm profile (docs/cluster.md), and set run_modelarts: false")
+    if cfg["train_url"] != DEFAULTS["train_url"]:
+        raise ConfigError(f"{source}: key 'train_url' = {cfg['train_url']!r}: outputs are not copied to a "
+                          f"train_url; train.py writes --output_ckpt, --metrics and --state_root (under Snakemake "
+                          f"results/<run_name>/), so give those paths instead and drop train_url (or set it to "
+                          f"{DEFAULTS['train_url']!r})")
 
 
 _NON_STRING_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
@@ -152,8 +164,11 @@ def key_rules(key: str) -> dict:
 def parse_override(item: str) -> tuple[str, object]:
     """'key=value' with a YAML value (`epochs=3`, `beta=[0.9,0.99]`, `auto_augment=null`)."""
     key, sep, raw = item.partition("=")
+    if not sep and item in model_schema()["properties"]["set"]["enum"]:  # the seed's own --set: the dataset name
+        return "set", item
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a config key, e.g. --set epochs=3")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a config key, e.g. --set epochs=3 (or the "
+                          f"seed's dataset name, --set ImageNet)")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

@@ -1,6 +1,6 @@
 """Convert released PyTorch ViG weights (huawei-noah/Efficient-AI-Backbones, vig_pytorch) to MindSpore.
 
-    python -m vig.convert IN.pth OUT.ckpt --arch NAME [--num-classes N] [--key state_dict]
+    python -m vig.convert IN.pth OUT.ckpt --arch NAME [--num_classes N] [--key state_dict]
 
 Our cells are named after the original's module paths, so the key mapping is the identity except
 for BatchNorm, whose parameters MindSpore names differently:
@@ -380,13 +380,15 @@ def _load_into(model, params: dict, target: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .cli import Parser
+
+    parser = Parser(
         prog="python -m vig.convert",
         description="Convert weights of the original PyTorch ViG (vig_pytorch) into a MindSpore checkpoint.")
     parser.add_argument("input", help="PyTorch checkpoint (.pth / .pth.tar) of the original code")
     parser.add_argument("output", help="MindSpore checkpoint to write (.ckpt)")
     parser.add_argument("--arch", required=True, help="model name, e.g. vig_ti_224_gelu or pvig_s_224_gelu")
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--num_classes", type=int, default=None,
                         help="head size (default: read from the checkpoint's prediction.4.bias)")
     parser.add_argument("--key", default=None,
                         help=f"entry holding the weights in a wrapped checkpoint (default: first of "
@@ -395,13 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    from .cli import run_cli
+
+    def convert(argv):
+        args = build_parser().parse_args(argv)
         convert_checkpoint(args.input, args.output, args.arch, args.num_classes, args.key)
-    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(convert, argv, prog="python -m vig.convert",
+                   bad_input=(ValueError, FileNotFoundError, pickle.UnpicklingError))
 
 
 if __name__ == "__main__":

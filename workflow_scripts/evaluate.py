@@ -17,13 +17,15 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser, add_config_key_flags  # noqa: E402
+from vig.config import DEFAULTS  # noqa: E402
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
                            launch_or_init, load_config, run_cli, script_argv)
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     add_config_arguments(parser)
     add_pretrained_argument(parser, "; --checkpoint is the same option", aliases=("--checkpoint",))
     parser.add_argument("--split", default="val", help="sub-folder of --data_url to evaluate (default %(default)s)")
@@ -34,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, metavar="N",
                         help="images per batch per rank (default: the config's batch_size)")
     add_launch_arguments(parser)
+    add_config_key_flags(parser, DEFAULTS)
     return parser
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     argv = script_argv(argv)
     args = build_parser().parse_args(argv)
     cfg = load_config(args)
@@ -74,5 +77,9 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="evaluate.py")
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

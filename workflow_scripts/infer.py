@@ -9,7 +9,6 @@ LATENCY gets per-image mean/p50/p90 ms (forward incl. host copies, batch time / 
 untimed warm-up per batch shape), image count, batch size and throughput. Device: CPU unless
 --device_target says otherwise.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -17,12 +16,13 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
 from vig.deploy.cli import run, set_device  # noqa: E402
 from vig.io import write_json  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--mindir", required=True, metavar="PATH", help="exported model (dynamic or matching batch)")
     parser.add_argument("--input_dir", required=True, metavar="BINDIR", help="folder of <stem>.bin inputs")
     parser.add_argument("--output_dir", required=True, metavar="DIR",
@@ -49,8 +49,8 @@ def main(argv=None):
               f"p90 {stats['p90_ms']:.2f} ms per image; {stats['throughput_images_per_s']:.1f} images/s "
               f"-> {args.latency}")
 
-    run(infer, "infer")
+    return run(infer, "infer.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

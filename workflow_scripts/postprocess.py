@@ -8,20 +8,20 @@ Results (<stem>_0.bin, float32 logits) and labels ({"<file name>": class index})
 stem; a result without a label or a label without a result is an error that lists them. With
 --predictions, every image's top-5 classes and logits are written too (vig/predictions.py).
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
 from vig.deploy.cli import run  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.deploy.postprocess import print_seed_form, score  # noqa: E402
 from vig.predictions import write_predictions  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--result_dir", default="./result_Files", help="folder of <stem>_0.bin logits")
     parser.add_argument("--labels", default="./preprocess_Result/imagenet_label.json",
                         help="label file {\"<file name>\": class index}")
@@ -38,8 +38,8 @@ def main(argv=None):
             write_predictions(args.predictions, f"deployed model's {args.result_dir}", per_image)
         write_json(args.output, result)
 
-    run(postprocess, "postprocess")
+    return run(postprocess, "postprocess.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,17 +3,18 @@
 
     python workflow_scripts/prepare_demo_dataset.py --output resources/demo_digits --image_size 32
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
+from vig.deploy.cli import run  # noqa: E402
 from vig.demo_data import build_demo_dataset  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--output", required=True,
                         help="dataset root to create: OUTPUT/train/<digit>/*.JPEG and OUTPUT/val/<digit>/*.JPEG "
                              "(built in a temp folder beside it, then moved in; an existing folder is replaced)")
@@ -22,11 +23,9 @@ def main(argv=None):
                         help="share of each class put in val, stratified (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
     args = parser.parse_args(argv)
-    try:
-        build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed)
-    except ValueError as exc:
-        parser.exit(2, f"prepare_demo_dataset: error: {exc}\n")
+    return run(lambda: build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed),
+               "prepare_demo_dataset.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

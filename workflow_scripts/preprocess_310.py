@@ -9,7 +9,6 @@ OUTPUT_DIR/<file stem>.bin holds (1, 3, S, S) float32: the image after the evalu
 (resize the short side to S / crop_pct, centre crop S, normalise), exactly what evaluation feeds the
 network. LABELS is {"<file name>": class index} with class index = position in the sorted class names.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -17,11 +16,12 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
 from vig.deploy.cli import add_config_arguments, load_config, run  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     add_config_arguments(parser)
     parser.add_argument("--data_url", required=True, metavar="DIR", help="dataset root holding SPLIT/<class>/*")
     parser.add_argument("--split", default="val", help="split folder to preprocess (default val)")
@@ -37,8 +37,8 @@ def main(argv=None):
         cfg = load_config(args)
         preprocess_split(cfg, args.data_url, args.split, args.output_dir, args.labels, args.progress_every)
 
-    run(preprocess, "preprocess_310")
+    return run(preprocess, "preprocess_310.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

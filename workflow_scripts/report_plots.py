@@ -10,24 +10,24 @@ curves: loss, lr and val top-1/top-5 per epoch; confusion: the evaluation's conf
 accuracy: eval vs deployed table (summary.json, or eval/metrics.json + infer/accuracy.json);
 benchmarks: wall time and peak memory per step from Snakemake benchmark TSVs (named by file stem).
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
 from vig.deploy.cli import run  # noqa: E402
 from vig.report import KINDS, plot  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--kind", required=True, choices=sorted(KINDS), help="which picture")
     parser.add_argument("--inputs", required=True, nargs="+", metavar="FILE", help="the files it is drawn from")
     parser.add_argument("--output", required=True, metavar="PNG", help="picture to write (atomically)")
     args = parser.parse_args(argv)
-    run(lambda: print(f"[report] {args.kind} -> {plot(args.kind, args.inputs, args.output)}"), "report_plots")
+    return run(lambda: print(f"[report] {args.kind} -> {plot(args.kind, args.inputs, args.output)}"), "report_plots.py")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,20 +12,20 @@ top-1 margins, and nothing written. Prints the accuracy table (eval vs each depl
 --weights the summary also says which weights were deployed (path, sha256, origin) and, with
 --pretrained, what training started from.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
 from vig.deploy.cli import run  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.summary import DeployedTarget, ParityError, build_summary, format_table  # noqa: E402
 from vig.weights import describe  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--eval", required=True, metavar="JSON", help="evaluation metrics (eval/metrics.json)")
     parser.add_argument("--eval_predictions", required=True, metavar="JSON",
                         help="the evaluation's per-image predictions (evaluate.py --predictions)")
@@ -60,8 +60,8 @@ def main(argv=None):
         print("parity gate: passed (deployed model == evaluation on the same images)")
         write_json(args.output, summary)
 
-    run(summarise, "summary", errors=(ParityError, ValueError, FileNotFoundError))
+    return run(summarise, "summary.py", failures=(ParityError,))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,8 @@
 
     python workflow_scripts/train.py --vig_config config/models/vig_demo.yaml --data_url data/demo \\
         --output_ckpt out/vig_demo.ckpt --metrics out/metrics.jsonl --state_root state --resume auto
+    python workflow_scripts/train.py --device_id 0 --device_target Ascend \\
+        --vig_config config/models/vig_s_patch16_224.yaml          # the seed's command, as written
 
 With --pretrained (or the YAML's `pretrained`) training starts from those weights: a checkpoint of
 this project or an original PyTorch .pth. When num_classes differs from the file's, the classifier's
@@ -20,17 +22,20 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser, add_config_key_flags  # noqa: E402
+from vig.config import DEFAULTS  # noqa: E402
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
                            launch_or_init, load_config, run_cli, script_argv)
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     add_config_arguments(parser)
     add_pretrained_argument(parser)
     parser.add_argument("--output_ckpt", metavar="PATH",
-                        help="final model weights as a MindSpore .ckpt (the EMA weights when ema is on); rank 0 writes it")
+                        help="final model weights as a MindSpore .ckpt (the EMA weights when ema is on); rank 0 "
+                             "writes it (default: ckpt_0/<arch>.ckpt, where the seed's eval command looks)")
     parser.add_argument("--metrics", metavar="PATH",
                         help="JSON lines, one record per epoch: epoch, train_loss, lr, val_top1, val_top5, val_loss, "
                              "images/s, seconds (rewritten atomically after every epoch by rank 0)")
@@ -41,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: newest valid state in the config's state folder (default); none: start fresh; "
                              "PATH: that state file, refused if its config hash differs")
     add_launch_arguments(parser)
+    add_config_key_flags(parser, DEFAULTS)
     return parser
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> int:
     argv = script_argv(argv)
     args = build_parser().parse_args(argv)
     cfg = load_config(args)
@@ -66,10 +72,15 @@ def main(argv=None) -> int:
 
     from vig.train.loop import TrainOptions, train
 
-    train(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, output_ckpt=args.output_ckpt,
+    output_ckpt = args.output_ckpt or str(Path("ckpt_0") / f"{cfg['arch']}.ckpt")
+    train(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, output_ckpt=output_ckpt,
                        metrics=args.metrics, resume=args.resume, log_dir=args.log_dir, ctx=ctx))
     return 0
 
 
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="train.py")
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -8,19 +8,20 @@ classes that differ between splits, duplicate val file names, a zero-byte, non-i
 (truncated) file. By default each image is header-checked (plus an end-marker check that catches
 truncated JPEG/PNG files); --full_decode decodes every image completely.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
+from vig.cli import Parser  # noqa: E402
+from vig.deploy.cli import run  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.verify import DatasetError, verify_dataset  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = Parser(description=__doc__)
     parser.add_argument("--data_url", required=True, help="dataset root holding <split>/<class>/<image files>")
     parser.add_argument("--output", required=True, help="manifest JSON to write (only if every check passes)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="split folders (default: train val)")
@@ -33,14 +34,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.workers < 1 or args.progress_every < 1:
         parser.error("--workers and --progress_every must be >= 1")
-    try:
+
+    def verify():
         manifest = verify_dataset(args.data_url, args.splits, args.workers, args.full_decode, args.progress_every)
-    except (DatasetError, ValueError) as exc:
-        parser.exit(1, f"verify_dataset: error: {exc}\n")
-    write_json(args.output, manifest)
-    counts = ", ".join(f"{s} {c['total']}" for s, c in manifest["counts"].items())
-    print(f"[verify] OK: {manifest['num_classes']} classes, {counts} images -> {args.output}")
+        write_json(args.output, manifest)
+        counts = ", ".join(f"{s} {c['total']}" for s, c in manifest["counts"].items())
+        print(f"[verify] OK: {manifest['num_classes']} classes, {counts} images -> {args.output}")
+
+    return run(verify, "verify_dataset.py", bad_input=(DatasetError, ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

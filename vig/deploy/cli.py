@@ -1,9 +1,8 @@
-"""Shared pieces of the deployment CLIs (workflow_scripts/*.py): the model config options and error exit."""
+"""Shared pieces of the deployment CLIs (workflow_scripts/*.py): the model config options, the device and
+the error exit."""
 from __future__ import annotations
 
-import os
-import sys
-
+from ..cli import run_cli
 from ..config import add_config_arguments, config_from_args as load_config  # noqa: F401  (re-exported)
 
 
@@ -18,15 +17,14 @@ def set_device(cfg: dict, graph_mode: bool = True) -> None:
         ms.set_device(target)
         set_cpu_threads()  # one op thread per core instead of MindSpore's 25
     else:
-        ms.set_device(target, int(os.environ.get("DEVICE_ID", cfg.get("device_id", 0))))
+        from ..train.distributed import device_id_of
+
+        ms.set_device(target, device_id_of(cfg["device_id"]))
     if graph_mode:
         ms.set_context(mode=ms.GRAPH_MODE)
 
 
-def run(main, prog: str, errors=(ValueError, FileNotFoundError, RuntimeError)) -> None:
-    """Call main(); an expected error becomes one 'prog: error: ...' message and exit status 1."""
-    try:
-        main()
-    except errors as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+def run(work, prog: str, bad_input=(ValueError, FileNotFoundError), failures=(RuntimeError,)) -> int:
+    """Call work() under the CLIs' one convention (vig.cli): bad input exits 2, a failed run 1, both as
+    one 'prog: error: ...' line. Returns the exit status."""
+    return run_cli(lambda _argv: work(), prog=prog, bad_input=bad_input, failures=failures)

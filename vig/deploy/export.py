@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-FILE_SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+FILE_SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air"}  # the seed's formats; MindSpore 2.10 has no ONNX Erf (exact GELU)
 
 
 class ExportCheckError(RuntimeError):
@@ -33,6 +33,20 @@ def native_ops():
             del os.environ["VIG_NATIVE_OPS"]
         else:
             os.environ["VIG_NATIVE_OPS"] = previous
+
+
+def check_file_format(file_format: str, device_target: str) -> None:
+    """MINDIR everywhere; AIR only where MindSpore can write it: device_target Ascend on an Ascend machine."""
+    if file_format not in FILE_SUFFIXES:
+        raise ValueError(f"file_format={file_format!r}: expected one of {', '.join(FILE_SUFFIXES)}")
+    if file_format == "AIR":
+        from ..cli import device_missing
+
+        missing = device_missing("Ascend")
+        if missing or device_target != "Ascend":
+            raise ValueError(f"file_format AIR: MindSpore writes AIR only with device_target Ascend on an "
+                             f"Ascend machine ({missing or f'device_target is {device_target}'}); use "
+                             f"file_format MINDIR, which every backend and the Ascend 310 run")
 
 
 def _eager_forward(net, x) -> np.ndarray:
@@ -94,9 +108,8 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
     from ..weights import load_weights
 
     output = Path(output)
-    suffix = FILE_SUFFIXES.get(file_format)
-    if suffix is None:
-        raise ValueError(f"file_format={file_format!r}: expected one of {', '.join(FILE_SUFFIXES)}")
+    check_file_format(file_format, cfg["device_target"])
+    suffix = FILE_SUFFIXES[file_format]
     if output.suffix.lower() != suffix:
         raise ValueError(f"{output}: expected a file name ending in {suffix} for file_format {file_format}")
     if not Path(checkpoint).is_file():

@@ -1,6 +1,6 @@
 """Glue shared by workflow_scripts/train.py and evaluate.py: launcher options, up-front checks (config,
-data folder, rank table, checkpoint) that fail before any data is read or anything is compiled, and
-the hand-off to a launcher or to this process."""
+data folder, rank table, device_num, the device itself) that fail before any data is read or anything
+is compiled, and the hand-off to a launcher or to this process."""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +9,12 @@ import socket
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from .. import cli as common
+from ..cli import UsageError
 from ..config import add_config_arguments as add_model_config_arguments
 from ..config import config_from_args as load_config  # noqa: F401  (the CLIs' name for it)
-from .distributed import LAUNCHERS, LaunchError, format_plan, launch_plan, read_topology, resolve_launcher, run_plan
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the CLI prints it and exits 2."""
+from .distributed import (LAUNCHERS, LaunchError, Topology, format_plan, launch_plan, read_topology,
+                          resolve_launcher, run_plan)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,22 +69,40 @@ def slurm_defaults(node_rank: int | None, master_addr: str | None, env=os.enviro
     return node_rank, master_addr
 
 
-def maybe_launch(args, cfg: dict, script: str, argv: list[str]) -> int | None:
-    """Start the launcher for a multi-rank job (returns its exit code), print its plan for
-    --dry_run_launch, or return None when this process should do the work itself."""
-    args.node_rank, args.master_addr = slurm_defaults(args.node_rank, args.master_addr)
-    topology = read_topology(args.rank_table, args.node_rank)
+def check_device_num(cfg: dict, given: set[str], topology: Topology, rank_table: str | None) -> None:
+    """The seed's device_num, when the YAML or a flag sets it, must be the job's device count: the rank
+    table's (1 without one). Unset, the rank table decides (the seed's launcher exported DEVICE_NUM)."""
+    if "device_num" in given and cfg["device_num"] != topology.world_size:
+        source = f"the rank table {rank_table} lists {topology.world_size}" if rank_table else \
+            "without --rank_table the job has 1"
+        raise UsageError(f"key 'device_num' = {cfg['device_num']}: {source} device(s); set device_num to "
+                         f"{topology.world_size} or drop it (the rank table is the job's topology)")
+
+
+def process_plan(args, cfg: dict, script: str, argv: list[str], topology: Topology) -> tuple[str, list[dict]]:
+    """(launcher, what it runs); launcher `none` is this process, on the config's device_id off CPU."""
     launcher = resolve_launcher(args.launcher, cfg["device_target"], topology)
     if launcher == "none":
-        if args.dry_run_launch:
-            print(f"launcher none: 1 process, {sys.executable} {' '.join([script, *argv])}")
-            return 0
-        return None
-    plan = launch_plan(launcher, topology, node_rank=args.node_rank, master_addr=args.master_addr,
-                       master_port=args.master_port, log_dir=args.log_dir, script=script, argv=argv)
+        env = {} if cfg["device_target"] == "CPU" else {"DEVICE_ID": str(cfg["device_id"])}
+        return launcher, [{"rank": 0, "env": env, "argv": ["python", script, *argv], "log": None}]
+    return launcher, launch_plan(launcher, topology, node_rank=args.node_rank, master_addr=args.master_addr,
+                                 master_port=args.master_port, log_dir=args.log_dir, script=script, argv=argv)
+
+
+def maybe_launch(args, cfg: dict, script: str, argv: list[str], given: set[str] = frozenset()) -> int | None:
+    """Start the launcher for a multi-rank job (returns its exit code), print its plan for
+    --dry_run_launch or when the device is absent (then stop with the reason), or return None when this
+    process should do the work itself."""
+    args.node_rank, args.master_addr = slurm_defaults(args.node_rank, args.master_addr)
+    topology = read_topology(args.rank_table, args.node_rank)
+    check_device_num(cfg, given, topology, args.rank_table)
+    launcher, plan = process_plan(args, cfg, script, argv, topology)
     if args.dry_run_launch:
         print(format_plan(plan))
         return 0
+    common.stop_without_device(cfg["device_target"], format_plan(plan))
+    if launcher == "none":
+        return None
     return run_plan(plan)
 
 
@@ -94,30 +110,23 @@ def launch_or_init(args, cfg: dict, script_file: str, argv: list[str]):
     """Either run the launcher for a multi-rank job and return (exit code, None), or set this process
     up as one rank and return (None, its context)."""
     script = sys.argv[0] if Path(sys.argv[0]).name == Path(script_file).name else script_file
-    code = maybe_launch(args, cfg, script, argv)
+    code = maybe_launch(args, cfg, script, argv, common.given_keys(args))
     if code is not None:
         return code, None
     from .distributed import init_process, read_topology
 
     topology = read_topology(args.rank_table, args.node_rank)
-    return None, init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table)
+    return None, init_process(cfg["device_target"], cfg["graph_mode"], topology.world_size, args.rank_table,
+                              cfg["device_id"])
 
 
-def run_cli(main, argv=None) -> int:
-    """Run `main(argv)`, turning expected input errors into one clear line and exit code 2."""
+def run_cli(main, argv=None, prog: str = "train.py") -> int:
+    """Run `main(argv)`: bad input becomes one `prog: error: ...` message and exit status 2."""
     from ..weights import WeightsError
     from .checkpoint import StateError
 
-    try:
-        return main(argv)
-    except (ConfigError, UsageError, LaunchError, StateError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return common.run_cli(main, argv, prog=prog, bad_input=(LaunchError, StateError, WeightsError))
 
 
 def script_argv(argv) -> list[str]:
     return list(sys.argv[1:] if argv is None else argv)
-
-
-def ensure_quiet_mindspore() -> None:
-    os.environ.setdefault("GLOG_v", "3")

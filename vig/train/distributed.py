@@ -152,19 +152,47 @@ class Context:
     distributed: bool = False
 
 
+def copy_from_rank0(params: list, rank: int) -> None:
+    """Give every rank rank 0's values of `params` (one all-reduce of rank 0's values and zeros elsewhere,
+    so the copy is exact). Call it on every rank of the job."""
+    import numpy as np
+    from mindspore import Tensor
+
+    from .evaluate import SumAcrossRanks
+
+    if not params:
+        return
+    flat = np.concatenate([p.asnumpy().astype(np.float32).ravel() for p in params])
+    if rank != 0:
+        flat = np.zeros_like(flat)
+    rank0 = SumAcrossRanks()(Tensor(flat)).asnumpy()
+    offset = 0
+    for p in params:
+        size = int(np.prod(p.shape))
+        p.set_data(Tensor(rank0[offset:offset + size].reshape(p.shape)).astype(p.dtype))
+        offset += size
+
+
 def in_launched_worker() -> bool:
     return "MS_ROLE" in os.environ or int(os.environ.get("RANK_SIZE", "1")) > 1
 
 
-def init_process(device_target: str, graph_mode: int, expected_world: int, rank_table: str | None) -> Context:
+def device_id_of(device_id: int, env=os.environ) -> int:
+    """The physical device of this process: the launcher's DEVICE_ID (from the rank table) when set,
+    else the config's `device_id` (the seed's single-device `--device_id N`)."""
+    return int(env.get("DEVICE_ID", device_id))
+
+
+def init_process(device_target: str, graph_mode: int, expected_world: int, rank_table: str | None,
+                 device_id: int = 0) -> Context:
     """Set device/mode, and under msrun or the Ascend launcher initialise communication and
     DATA_PARALLEL with mean gradients. Checks the cluster matches the rank table."""
     import mindspore as ms
 
-    if device_target != "CPU" and "DEVICE_ID" in os.environ:
-        ms.set_device(device_target, int(os.environ["DEVICE_ID"]))
-    else:
+    if device_target == "CPU" or "MS_ROLE" in os.environ:  # msrun assigns GPUs by local rank
         ms.set_device(device_target)
+    else:
+        ms.set_device(device_target, device_id_of(device_id))
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode == 0 else ms.PYNATIVE_MODE)
     ms.set_deterministic(True)
     if device_target == "CPU":

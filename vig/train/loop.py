@@ -153,7 +153,7 @@ class Trainer:
         info = ckpt_io.pick_resume_state(self.opts.resume, self.state_dir, self.config_hash, self.log)
         if info is None:
             self.log(f"[resume] starting fresh (state folder {self.state_dir})")
-            return 0
+            return self.start_at(self.cfg["start_epoch"])
         extra = ckpt_io.load_state(info, self.state_groups)
         if extra.get("world_size", self.ctx.world_size) != self.ctx.world_size:
             self.log(f"[resume] WARNING: the state was trained on {extra['world_size']} rank(s), this job has "
@@ -164,7 +164,22 @@ class Trainer:
                  f"best top-1 {self.best['top1']:.4f}")
         return info.epoch
 
+    def start_at(self, epoch: int) -> int:
+        """The seed's start_epoch: a fresh run enters the `epochs`-long schedule at `epoch`, so it trains
+        epochs epoch+1..E with the LR (and data seeds) those epochs have in the full run."""
+        if epoch:
+            import mindspore as ms
+
+            step = epoch * self.steps_per_epoch
+            self.optimizer.global_step.set_data(ms.Tensor(np.array([step], np.int32)))
+            self.log(f"[train] start_epoch {epoch}: training epochs {epoch + 1}..{self.cfg['epochs']}, the LR "
+                     f"schedule entered at step {step} (lr {float(self.lr[step]):.3e})")
+        return epoch
+
     def save(self, epochs_done: int) -> None:
+        """The resumable state every `save_every` epochs and after the last one (rank 0 writes it)."""
+        if epochs_done % self.cfg["save_every"] and epochs_done != self.cfg["epochs"]:
+            return
         if self.ctx.rank != 0:
             return
         extra = {"global_step": epochs_done * self.steps_per_epoch, "history": self.history, "best": self.best,
@@ -186,7 +201,7 @@ class Trainer:
             record, steps_done = self.train_epoch(epoch, run_start, steps_run, total_steps)
             steps_run += steps_done
             if self.ctx.distributed:
-                self.average_running_stats()
+                self.share_rank0_running_stats()
             record.update(self.validate(epoch))
             self.history.append(record)
             if record["val_top1"] > self.best["top1"]:
@@ -250,28 +265,22 @@ class Trainer:
         self.log(f"[train] epoch {epoch + 1}/{self.cfg['epochs']} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
                  f"lr {lr:.3e} loss_scale {scale:g} {rate:.1f} img/s ETA {format_eta(remaining)}")
 
-    def average_running_stats(self) -> None:
-        """Average the non-trained parameters (BatchNorm running statistics, and their EMA) over the ranks,
-        as timm's distribute_bn: the ranks then hold one model, so the sharded validation measures exactly
-        the weights rank 0 exports."""
-        from mindspore import Tensor
+    def share_rank0_running_stats(self) -> None:
+        """Copy rank 0's non-trained parameters (BatchNorm running statistics, and their EMA) to every rank.
 
-        from .evaluate import SumAcrossRanks
+        Each rank's statistics come from its own batches, as in the seed and the original (its --dist-bn
+        defaults to off), and rank 0's are the ones exported. Training never reads them (BatchNorm uses
+        batch statistics in training mode), so copying them changes nothing rank 0 computes; it makes
+        the ranks hold one model, so the sharded validation measures exactly the weights rank 0 exports.
+        """
+        from .distributed import copy_from_rank0
 
         trained = {id(p) for p in self.net.trainable_params()}
         stats = [p for p in self.net_params.values() if id(p) not in trained]
         if self.ema is not None:
             shadows = self.ema.named_shadows()
             stats += [shadows[name] for name, p in self.net_params.items() if id(p) not in trained]
-        if not stats:
-            return
-        flat = np.concatenate([p.asnumpy().astype(np.float32).ravel() for p in stats])
-        mean = SumAcrossRanks()(Tensor(flat)).asnumpy() / self.ctx.world_size
-        offset = 0
-        for p in stats:
-            size = int(np.prod(p.shape))
-            p.set_data(Tensor(mean[offset:offset + size].reshape(p.shape)).astype(p.dtype))
-            offset += size
+        copy_from_rank0(stats, self.ctx.rank)
 
     def validate(self, epoch: int) -> dict:
         from ..data import build_eval_dataset
@@ -295,12 +304,12 @@ class Trainer:
         write_jsonl(self.opts.metrics, self.history)
 
     def export(self) -> None:
-        # every rank logs a digest of its trainable weights: equal digests = data parallel kept ranks in sync
-        # (BatchNorm running statistics are per rank, as in the seed, and are left out)
+        # every rank logs a digest of all its weights, BatchNorm statistics included: equal digests = the
+        # ranks hold the model rank 0 exports (gradients all-reduced, statistics shared after each epoch)
         digest = hashlib.sha256()
-        for p in self.net.trainable_params():
+        for p in self.net_params.values():
             digest.update(p.asnumpy().tobytes())
-        self.log(f"[train] rank {self.ctx.rank} trainable weights sha256 {digest.hexdigest()[:16]}")
+        self.log(f"[train] rank {self.ctx.rank} weights sha256 {digest.hexdigest()[:16]}")
         if self.ctx.rank != 0 or not self.opts.output_ckpt:
             return
         params = self.ema.named_shadows() if self.ema is not None else self.net_params
