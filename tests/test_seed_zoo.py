@@ -220,7 +220,7 @@ def test_dashed_flags_are_aliases_of_the_underscore_ones():
         ["--vig_config=a.yaml", "--device_id", "3", "--dry_run_launch", "--not-known", "--", "--device-id"]
     args = load_script("export").build_parser().parse_args(
         ["--vig-config", "c.yaml", "--pretrained", "w.ckpt", "--device-target", "CPU", "--no-check", "--set", "ImageNet"])
-    assert (args.vig_config, args.checkpoint, args.no_check) == ("c.yaml", "w.ckpt", True)
+    assert (args.vig_config, args.pretrained, args.no_check) == ("c.yaml", "w.ckpt", True)
     assert args.overrides == ["device_target=CPU", "ImageNet"]  # the seed's --set ImageNet is its dataset key
 
 
