@@ -370,8 +370,7 @@ def test_parity_gate_catches_two_swapped_predictions_with_equal_counts(run_files
     # b0 (label 1, predicted 0) and b1 (label 1, predicted 1) swap predictions: still 6 of 8 correct
     deployed = json.loads(run_files["infer_predictions"].read_text())
     write_json(run_files["infer_predictions"], dict(deployed, images=swap(deployed["images"], "top", "b0", "b1")))
-    with pytest.raises(SystemExit):
-        load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    assert load_script("summary").main(summary_args(run_files, tmp_path / "summary.json")) == 1  # a failed gate
     err = capsys.readouterr().err
     assert "parity gate FAILED for deployed target MINDIR: 2 of 8 images differ from the evaluation (top-1: 2)" in err
     evaluated = {r["image"]: r for r in json.loads(run_files["eval_predictions"].read_text())["images"]}
