@@ -1,4 +1,4 @@
-"""What tests/make_seed_port_reference.py and tests/test_seed_port.py share: the configurations, the
+"""What tests/reference/seed_port.py and tests/test_seed_port.py share: the configurations, the
 seeded weights and inputs (regenerated on both sides, so only outputs are stored), and how an output
 is summarised (values at fixed positions plus whole-tensor sums)."""
 from __future__ import annotations

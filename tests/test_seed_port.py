@@ -3,7 +3,7 @@ port's checkpoints through `--pretrained`.
 
 The reference outputs in tests/data/seed_port/ were made by running the port's unmodified model code
 (mindspore-ai/models research/cv/ViG; revision and MindSpore version in port_reference.json) with
-tests/make_seed_port_reference.py; weights and inputs are regenerated here from the same seeds
+tests/reference/seed_port.py; weights and inputs are regenerated here from the same seeds
 (tests/helpers_seed_port.py), so only outputs are stored.
 """
 import json

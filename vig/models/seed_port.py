@@ -17,7 +17,7 @@ Cells carry the port's names (`patch_embed.convN`, `pos_embed`, `blocks.i.graphe
 `blocks.i.mlp...`, `head.N`), so a port checkpoint loads after dropping its `model.` prefix and its
 optimizer state (vig/weights.py). Native MindSpore ops throughout, like the port: the outputs match
 the port's own code on CPU (tests/test_seed_port.py, reference data from
-tests/make_seed_port_reference.py).
+tests/reference/seed_port.py).
 
 Generalised beyond the port only where it has no value: image sizes other than 224 (stem_stride
 sets the number of stride-2 stem convs, the node grid follows), and the channels/blocks/k/classes
@@ -49,11 +49,16 @@ def port_conv(in_channels: int, out_channels: int, kernel_size: int = 1, stride:
                      weight_init=Normal(sigma), bias_init="zeros", **pad)
 
 
+def port_gelu() -> nn.GELU:
+    """The port's nn.GELU(): MindSpore's default, the tanh approximation (pinned: its weights were trained so)."""
+    return nn.GELU(approximate=True)
+
+
 def port_conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  act: bool = False) -> nn.SequentialCell:
     layers = [port_conv(in_channels, out_channels, kernel_size, stride), nn.BatchNorm2d(out_channels)]
     if act:
-        layers.append(nn.GELU())  # MindSpore's default: approximate=True (tanh)
+        layers.append(port_gelu())
     return nn.SequentialCell(layers)
 
 
@@ -97,7 +102,7 @@ class Grapher(nn.Cell):
         super().__init__()
         self.fc1 = port_conv_bn(dim, dim)
         self.graph_conv = nn.SequentialCell([MRGraphConv2d(dim, 2 * dim, k, dilation), nn.BatchNorm2d(2 * dim),
-                                             nn.GELU()])
+                                             port_gelu()])
         self.fc2 = port_conv_bn(2 * dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else Identity()
 
@@ -181,7 +186,7 @@ class SeedPortViG(nn.Cell):
         self.blocks = nn.CellList([Block(dim, cfg.mlp_ratio, num_knn[i], min(max_dilation, i // 4 + 1), dpr[i])
                                    for i in range(depth)])
         self.head = nn.SequentialCell([port_conv(dim, cfg.head_dim, bias=True), nn.BatchNorm2d(cfg.head_dim),
-                                       nn.GELU(), port_conv(cfg.head_dim, cfg.num_classes, bias=True)])
+                                       port_gelu(), port_conv(cfg.head_dim, cfg.num_classes, bias=True)])
 
     def forward_features(self, x):
         x = self.patch_embed(x) + self.pos_embed

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Regenerate tests/data/seed_port/ by running the model-zoo port's OWN model code (not ours).
 
-    python tests/make_seed_port_reference.py --port_dir /path/to/models/research/cv/ViG \\
-        [--port_revision COMMIT] [--output_dir tests/data/seed_port]
+    python tests/reference/seed_port.py --port_dir /path/to/models/research/cv/ViG [--port_revision COMMIT]
+    python tests/reference/seed_port.py --port_dir /path/to/models/research/cv/ViG --check   # compares only
 
 --port_dir is a checkout of mindspore-ai/models' research/cv/ViG (it must contain src/models/vig);
 nothing of it is copied here. It runs on CPU with the installed MindSpore, in PyNative mode (the port's
@@ -24,6 +24,7 @@ default, graph_mode 1) and again in Graph mode, and writes:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -33,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS), str(TESTS.parent)]
 from helpers_seed_port import (CHECKPOINT_NAMES_FILE, DATA_DIR, META_FILE, REFERENCE_FILE, TINY,  # noqa: E402
                                VIG_S, seeded_features, seeded_image, seeded_weights, summarise)
 from vig.io import atomic_path, write_json  # noqa: E402
@@ -139,11 +140,25 @@ def outputs_in_mode(port_dir: Path, mode: str, seed: int, out_npz: Path) -> None
     np.savez(out_npz, **out)
 
 
+def check(output_dir: Path, reference: dict, names: dict) -> int:
+    with np.load(output_dir / REFERENCE_FILE) as data:
+        stored = dict(data)
+    differ = sorted(k for k in set(stored) | set(reference)
+                    if k not in stored or k not in reference or not np.array_equal(stored[k], reference[k]))
+    stored_names = json.loads((output_dir / CHECKPOINT_NAMES_FILE).read_text())
+    if stored_names != names:
+        differ.append(CHECKPOINT_NAMES_FILE)
+    print(f"check: {len(differ)} of {len(reference) + 1} entries differ" + (f": {differ[:10]}" if differ else ""))
+    return 1 if differ else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port_dir", required=True, type=Path, help="the port's research/cv/ViG folder")
     parser.add_argument("--port_revision", default=None, help="its commit (default: git rev-parse in --port_dir)")
-    parser.add_argument("--output_dir", type=Path, default=HERE / "data" / DATA_DIR)
+    parser.add_argument("--output_dir", type=Path, default=TESTS / "data" / DATA_DIR)
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 unless the port's outputs and checkpoint names equal the stored ones")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--_mode", choices=["pynative", "graph"], help=argparse.SUPPRESS)
     parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
@@ -177,9 +192,11 @@ def main(argv=None) -> int:
     meta = {"source": "mindspore-ai/models research/cv/ViG src/models/vig (the model-zoo port), run unmodified",
             "port_revision": revision, "mindspore": mindspore.__version__, "numpy": np.__version__,
             "device": "CPU", "reference_mode": "PyNative (the port's default graph_mode 1)", "seed": args.seed,
-            "command": "python tests/make_seed_port_reference.py --port_dir <research/cv/ViG> --port_revision "
+            "command": "python tests/reference/seed_port.py --port_dir <research/cv/ViG> --port_revision "
                        + revision,
             "graph_vs_pynative_max_relative_difference": mode_diff}
+    if args.check:
+        return check(args.output_dir, reference, names)
     with atomic_path(args.output_dir / REFERENCE_FILE) as tmp:
         np.savez_compressed(tmp, **reference)
     write_json(args.output_dir / CHECKPOINT_NAMES_FILE, dict(sorted(names.items())))
