@@ -96,8 +96,9 @@ def _port_renamer(names, model_names) -> Rename:
     if not any(n.startswith(PORT_ROOTS) for n in model_names):
         raise WeightsError("these are weights of the model-zoo port's graph (patch_embed/blocks/head), which "
                            "computes something else than this network (the original's graph); build the port's "
-                           "graph with model_overrides: {graph: seed_port} in the config (or --set "
-                           "'model_overrides={graph: seed_port}')")
+                           "graph: add graph: seed_port to the config's model_overrides, e.g. model_overrides: "
+                           "{graph: seed_port} (on the command line --model_overrides '{graph: seed_port}', "
+                           "which replaces the config's model_overrides)")
     return lambda name: None if is_training_state(name) else _unprefixed(name)
 
 
