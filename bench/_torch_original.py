@@ -6,12 +6,15 @@ an .npy file so both frameworks see the same images.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
 import time
 import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # vig.cli only: no MindSpore in this venv
+from vig.cli import Parser  # noqa: E402
 
 
 def install_timm_shim() -> bool:
@@ -104,7 +107,7 @@ def time_knn_blocks(net, batch: int, args) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = Parser(description=__doc__)
     parser.add_argument("--original", required=True, help="path of the vig_pytorch folder")
     parser.add_argument("--model", required=True, help="e.g. vig_ti_224_gelu")
     parser.add_argument("--images", required=True, help=".npy float32 (B, 3, H, W)")

@@ -3,9 +3,8 @@
 Writes a synthetic ImageNet-format folder of JPEGs to a temp dir (or uses --data), builds
 `vig.data.build_train_dataset` with the configured worker count and prints one JSON object:
 
-    .venv/bin/python bench/data_throughput.py [--images 256] [--batch-size 32] [--workers N] [--config cfg.yaml]
+    .venv/bin/python bench/data_throughput.py [--images 256] [--batch_size 32] [--workers N] [--config cfg.yaml]
 """
-import argparse
 import contextlib
 import gc
 import os
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from vig.cli import Parser  # noqa: E402
 from vig.data import DEFAULTS, build_train_dataset, data_config  # noqa: E402
 from vig.data.mixup import MixupCutmix  # noqa: E402
 from vig.data.settings import effective_workers  # noqa: E402
@@ -28,12 +28,12 @@ from vig.io import json_text  # noqa: E402
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs to write (default 256)")
     parser.add_argument("--classes", type=int, default=8, help="class folders (default 8)")
     parser.add_argument("--width", type=int, default=500, help="JPEG width (default 500)")
     parser.add_argument("--height", type=int, default=375, help="JPEG height (default 375)")
-    parser.add_argument("--batch-size", type=int, default=32, help="per-rank batch (default 32, must be even)")
+    parser.add_argument("--batch_size", type=int, default=32, help="per-rank batch (default 32, must be even)")
     parser.add_argument("--workers", type=int, default=None,
                         help="num_parallel_workers (default: the config's, capped at the CPU count)")
     parser.add_argument("--config", default=None, help="YAML whose data keys to use (default: seed DEFAULTS)")

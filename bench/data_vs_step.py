@@ -2,7 +2,7 @@
 the pipeline must deliver >= 2x the images per second the step consumes, with the configured workers).
 
     .venv/bin/python bench/data_vs_step.py                       # ViG-Ti 224 batch 8, and the demo config
-    .venv/bin/python bench/data_vs_step.py --configs config/models/vig_demo.yaml --batch-sizes 0 \\
+    .venv/bin/python bench/data_vs_step.py --configs config/models/vig_demo.yaml --batch_sizes 0 \\
         --data digits --steps 8 --rounds 1
 
 Per config (each in a fresh subprocess), on a folder of JPEGs (`synthetic`: 500x375 photos-like JPEGs,
@@ -17,13 +17,13 @@ Per config (each in a fresh subprocess), on a folder of JPEGs (`synthetic`: 500x
   sharing its CPUs): the honest combined number. `data_wait_s` is the time the loop spent waiting for
   the next batch, `step_s` the median step with the pipeline running beside it.
 
-`--compare-processes` adds the pipeline with its workers forked as processes (vig.data runs up to
+`--compare_processes` adds the pipeline with its workers forked as processes (vig.data runs up to
 THREAD_WORKERS_MAX = 2 workers as threads) alone and in a third alternating trainer case.
 
 The trainer cases alternate for `--rounds` rounds after a warm-up epoch (compile). Results:
 `ratio` = pipeline img/s / trainer_in_memory img/s (target >= 2), `slowdown` = trainer_in_memory img/s /
 trainer_pipeline img/s (1.0 = the pipeline costs training nothing). CPU seconds include the reaped worker
-processes. The device is CPU, amp `--amp-level` (O0: float16 is slower on CPU), EMA as configured.
+processes. The device is CPU, amp `--amp_level` (O0: float16 is slower on CPU), EMA as configured.
 JSON on stdout, progress on stderr.
 """
 from __future__ import annotations
@@ -44,6 +44,7 @@ os.environ.setdefault("GLOG_v", "3")
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
+from vig.cli import Parser  # noqa: E402
 
 import data_throughput  # noqa: E402  (bench/data_throughput.py: JPEG writer, pipeline measure, CPU time)
 from model_throughput import print_result  # noqa: E402
@@ -52,9 +53,9 @@ DEFAULT_CONFIGS = ["config/models/vig_ti_patch16_224.yaml", "config/models/vig_d
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="model YAMLs (default: ViG-Ti, demo)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 0],
+    parser.add_argument("--batch_sizes", nargs="+", type=int, default=[8, 0],
                         help="one per config, 0 = the config's batch_size (default: 8 0)")
     parser.add_argument("--data", nargs="+", default=["synthetic"],
                         help="one per config (or one for all): synthetic | digits | <root with train/<class>/>")
@@ -62,10 +63,10 @@ def parse_args(argv=None):
                         help="num_parallel_workers for every config (default: each config's, capped at the CPUs)")
     parser.add_argument("--steps", type=int, default=6, help="training steps per timed epoch (default 6)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two trainer cases (default 2)")
-    parser.add_argument("--pipeline-batches", type=int, default=16,
+    parser.add_argument("--pipeline_batches", type=int, default=16,
                         help="batches for the pipeline-alone measure (default 16)")
-    parser.add_argument("--amp-level", default="O0", choices=["O0", "O2", "O3"])
-    parser.add_argument("--compare-processes", action="store_true",
+    parser.add_argument("--amp_level", default="O0", choices=["O0", "O2", "O3"])
+    parser.add_argument("--compare_processes", action="store_true",
                         help="also time the pipeline with its workers as forked processes (vig.data's choice "
                              "above THREAD_WORKERS_MAX workers): `pipeline_processes`, `trainer_pipeline_processes`")
     parser.add_argument("--width", type=int, default=500)
@@ -84,7 +85,7 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')}: give one value or one per config ({len(args.configs)})")
     for size in args.batch_sizes:
         if size < 0:
-            parser.error(f"--batch-sizes: {size} is negative")
+            parser.error(f"--batch_sizes: {size} is negative")
     return args
 
 

@@ -39,6 +39,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vig.cli import Parser  # noqa: E402
 from model_throughput import (REPO, log, machine_info, median_time, print_result, run_subprocess,  # noqa: E402
                               summarise)
 
@@ -146,10 +148,10 @@ def run_worker(args) -> dict:
 
 
 def worker_cmd(args, worker: str, model: str, files: dict) -> list[str]:
-    cmd = [sys.executable, __file__, "--worker", worker, "--model", model, "--image-size", str(args.image_size),
+    cmd = [sys.executable, __file__, "--worker", worker, "--model", model, "--image_size", str(args.image_size),
            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--checkpoint", files["ckpt"],
            "--mindir", files["mindir"], "--images", files["images"], "--logits", files[f"{worker}_logits"]]
-    return cmd + (["--jit-level", args.jit_level] if args.jit_level else [])
+    return cmd + (["--jit_level", args.jit_level] if args.jit_level else [])
 
 
 def drive(args) -> dict:
@@ -204,14 +206,14 @@ def drive(args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--models", nargs="+", default=["vig_ti_224_gelu"])
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps, the first of which compiles")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per round (median)")
     p.add_argument("--rounds", type=int, default=1, help="alternating eval/MINDIR subprocess rounds")
-    p.add_argument("--jit-level", choices=("O0", "O1", "O2"),
+    p.add_argument("--jit_level", choices=("O0", "O1", "O2"),
                    help="set_context jit_level in both workers (default: MindSpore's, as the CLIs run)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max abs logit difference allowed, relative to max(1, |logits|) (the export check's)")

@@ -6,12 +6,12 @@ steps (the first call, which compiles the graph, is reported separately as compi
 
     .venv/bin/python bench/model_throughput.py                         # ViG-Ti and ViG-S, batch 8, 224
     .venv/bin/python bench/model_throughput.py --models vig_ti_224_gelu \\
-        --original /work/orig/vig_pytorch --torch-python /work/torchvenv/bin/python  # + ratio vs original
+        --original /work/orig/vig_pytorch --torch_python /work/torchvenv/bin/python  # + ratio vs original
 
 Cases: `infer` (forward, eval mode), `train` (forward, cross-entropy, backward, AdamW step) and `knn`
 (the kNN graph step alone - normalise, distance, top-k, dilation - for every block, on random features
 of the block's shape). With `--original`, the same images go through the original's model in a
-subprocess of `--torch-python` (torch threads = `--threads`), alternating with the MindSpore run for
+subprocess of `--torch_python` (torch threads = `--threads`), alternating with the MindSpore run for
 `--rounds` rounds; `ratio` = MindSpore time / original time (<= 1.0 means at least as fast), and
 `cpu_ratio` the same for CPU seconds per step (steadier when other jobs share the machine).
 `--native` disables the compiled kernels (VIG_NATIVE_OPS=1) to measure MindSpore's own ops.
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from vig.cli import Parser  # noqa: E402
 CASES = ("infer", "train", "knn")
 
 
@@ -160,8 +162,8 @@ def run_subprocess(cmd: list[str], env: dict | None = None) -> dict:
 
 def mindspore_cmd(args, model: str, case: str, images: str) -> list[str]:
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--case", case, "--images", images,
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--jit-level", args.jit_level,
-           "--ms-threads", str(args.ms_threads), "--image-size", str(args.image_size)]
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--jit_level", args.jit_level,
+           "--ms_threads", str(args.ms_threads), "--image_size", str(args.image_size)]
     return cmd + (["--native"] if args.native else [])
 
 
@@ -207,9 +209,9 @@ def drive(args) -> dict:
     import numpy as np
 
     if args.original and not args.torch_python:
-        raise SystemExit("--original needs --torch-python (a python with torch installed)")
+        raise SystemExit("--original needs --torch_python (a python with torch installed)")
     if args.original and args.image_size != 224:
-        raise SystemExit(f"--original: the original's models are built for 224, got --image-size {args.image_size}")
+        raise SystemExit(f"--original: the original's models are built for 224, got --image_size {args.image_size}")
     if args.original and not (Path(args.original) / "vig.py").is_file():
         raise SystemExit(f"--original {args.original}: expected the original's vig_pytorch folder (with vig.py)")
     result = {"machine": machine_info(), "batch": args.batch, "image_size": args.image_size,
@@ -256,21 +258,21 @@ def drive(args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--models", nargs="+", default=["vig_ti_224_gelu", "vig_s_224_gelu"])
     p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps, the first of which compiles")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per round (median)")
     p.add_argument("--rounds", type=int, default=1, help="alternating MindSpore/original subprocess rounds")
     p.add_argument("--original", help="path of the original vig_pytorch folder (side-by-side mode)")
-    p.add_argument("--torch-python", help="python executable with torch, for --original")
+    p.add_argument("--torch_python", help="python executable with torch, for --original")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the original")
-    p.add_argument("--ms-threads", type=int, default=-1,
+    p.add_argument("--ms_threads", type=int, default=-1,
                    help="MindSpore CPU op threads: -1 one per available core (vig.runtime.set_cpu_threads, "
                         "the default), 0 MindSpore's own default (25), N > 0 exactly N")
-    p.add_argument("--jit-level", default="O0", choices=("O0", "O1"))
+    p.add_argument("--jit_level", default="O0", choices=("O0", "O1"))
     p.add_argument("--native", action="store_true", help="MindSpore's own ops only (VIG_NATIVE_OPS=1)")
     p.add_argument("--output", help="also write the JSON here")
     # worker mode (internal)

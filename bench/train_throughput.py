@@ -6,7 +6,6 @@
 
 The data pipeline alone is measured by bench/data_throughput.py. Progress goes to stderr.
 """
-import argparse
 import os
 import resource
 import sys
@@ -15,10 +14,11 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_v", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vig.cli import Parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--arch", default="vig_ti_patch16_224")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=8)

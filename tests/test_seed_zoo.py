@@ -3,7 +3,6 @@ launchers, its config keys, and one command-line convention across every CLI."""
 import importlib.util
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
