@@ -174,6 +174,19 @@ def test_a_port_checkpoint_on_the_original_graph_names_the_option(tmp_path):
         load_weights(create_model(TINY["arch"], **TINY["ours"]), path, log=lambda _: None)
 
 
+def test_fine_tuning_from_a_port_checkpoint_starts_only_its_classifier_fresh(tmp_path):
+    path = save_entries(port_checkpoint_entries(port_graph(TINY)), tmp_path / "port.ckpt")  # 10 classes
+    net = create_model(TINY["arch"], graph="seed_port", **{**TINY["ours"], "num_classes": 4})
+    before = {p.name: p.asnumpy() for p in net.get_parameters()}
+    lines = []
+    report = load_weights(net, path, allow_new_head=True, log=lines.append)
+    assert set(report.fresh) == {"head.3.weight", "head.3.bias"} and "starts fresh" in lines[-1]
+    after = {p.name: p.asnumpy() for p in net.get_parameters()}
+    expected = seeded_weights({n: v.shape for n, v in after.items() if not n.startswith("head.3.")}, SEED)
+    assert all(np.array_equal(after[n], v) for n, v in expected.items())  # head.0/head.1 too (the port drops them)
+    assert all(np.array_equal(after[n], before[n]) for n in report.fresh)
+
+
 EVAL_YAML = """\
 arch: vig_ti_patch16_224
 model_overrides: {graph: seed_port, channels: [16], blocks: [2], k: 3, stem_stride: 8}
