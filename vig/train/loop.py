@@ -55,9 +55,9 @@ def format_eta(seconds: float) -> str:
 
 
 def model_parameters(net) -> dict:
-    from .step import NOISE_NAME
+    from .step import weight_parameters
 
-    return {p.name: p for p in net.get_parameters() if p.name != NOISE_NAME}
+    return {p.name: p for p in weight_parameters(net)}
 
 
 def optimizer_parameters(optimizer, net_params: dict) -> dict:

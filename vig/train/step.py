@@ -67,6 +67,13 @@ def make_drop_path_deterministic(net: nn.Cell, batch_size: int) -> Parameter | N
     return noise
 
 
+def weight_parameters(net: nn.Cell) -> list[Parameter]:
+    """Every parameter but the drop-path noise buffer, which is no weight. Told by identity: under msrun
+    MindSpore names it after its attribute (drop_path.noise), not NOISE_NAME."""
+    noise = {id(cell.noise) for _, cell in net.cells_and_names() if isinstance(cell, SeededDropPath)}
+    return [p for p in net.get_parameters() if id(p) not in noise and p.name != NOISE_NAME]
+
+
 def has_unseeded_randomness(net: nn.Cell) -> list[str]:
     """Names of cells whose training-time randomness is not driven by StepNoise (not exactly resumable)."""
     found = []
@@ -147,7 +154,7 @@ class EMA(nn.Cell):
     def __init__(self, net: nn.Cell, decay: float):
         super().__init__()
         self.decay = float(decay)
-        self.sources = [p for p in net.get_parameters() if p.name != NOISE_NAME]
+        self.sources = weight_parameters(net)
         self.names = [p.name for p in self.sources]
         self.source_tuple = ms.ParameterTuple(self.sources)
         self.shadow = ms.ParameterTuple(
