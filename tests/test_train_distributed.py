@@ -142,3 +142,19 @@ def test_train_cli_under_msrun_from_a_rank_table(tmp_path):
     assert record["val_images"] == 20  # 10 + 10 shards summed
     assert (out / "w.ckpt").is_file() and len(list((out / "state").glob("*/state-e0001.ckpt"))) == 1
 
+    # evaluate.py on the same 2 ranks: each shard's per-image predictions land in the rows of its own images
+    evaluate = [sys.executable, str(REPO / "workflow_scripts" / "evaluate.py"), "--vig_config", str(config),
+                "--data_url", str(data), "--checkpoint", str(out / "w.ckpt"), "--batch_size", "4"]
+    reports = {}
+    for name, launch in (("ranks", ["--rank_table", str(tmp_path / "hccl_1s_2p.json"), "--master_port",
+                                    str(9001 + os.getpid() % 1000), "--log_dir", str(out / "eval_logs")]),
+                         ("single", [])):
+        evaluated = subprocess.run(evaluate + launch + ["--output", str(out / f"{name}.json"), "--predictions",
+                                                        str(out / f"{name}_predictions.json")],
+                                   capture_output=True, text=True, timeout=300, env={**os.environ, "GLOG_v": "3"})
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        reports[name] = json.loads((out / f"{name}_predictions.json").read_text())["images"]
+    assert [r["image"] for r in reports["ranks"]] == [p.stem for p in sorted((data / "val").glob("*/*"))]
+    for got, want in zip(reports["ranks"], reports["single"]):
+        assert (got["image"], got["label"], got["top"]) == (want["image"], want["label"], want["top"])
+        np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-5, atol=1e-5)
