@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,10 +133,7 @@ def check_images(reference: dict[str, dict], deployed: dict[str, dict], target: 
     differing = [(image, what) for image in reference if (what := _differences(reference[image], deployed[image]))]
     if not differing:
         return len(reference)
-    counts = {}
-    for _, what in differing:
-        for item in what:
-            counts[item] = counts.get(item, 0) + 1
+    counts = Counter(item for _, what in differing for item in what)
     header = (f"{'image':<24}{'label eval/' + target:<22}{'eval top classes (margin)':<44}"
               f"{target + ' top classes (margin)':<44}differs in")
     lines = [header]
@@ -165,13 +163,10 @@ def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget
     latency = read_json(latency_path, "inference latency", LATENCY_KEYS)
     deployed = {t.name: read_json(t.accuracy, f"{t.name} accuracy", INFER_KEYS) for t in targets}
     rows = accuracy_rows(eval_metrics, eval_path, deployed)
-    compared = {}
-    for target in targets:
-        compared[target.name] = check_images(reference, read_predictions(target.predictions,
-                                                                          f"{target.name} predictions"), target.name)
+    compared = {t.name: check_images(reference, read_predictions(t.predictions, f"{t.name} predictions"), t.name)
+                for t in targets}
     check_counts(rows)
-    summary = {"parity": "passed", "accuracy": rows,
-               "images_compared": compared,
+    summary = {"parity": "passed", "accuracy": rows, "images_compared": compared,
                "latency": {k: latency[k] for k in LATENCY_KEYS}}
     if train_metrics_path:
         records = read_train_metrics(train_metrics_path)
