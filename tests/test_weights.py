@@ -180,7 +180,7 @@ def write_images(root: Path, classes=4, per_class=2, size=40) -> Path:
 
 def run_script(name, *args, cwd):
     return subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**os.environ, "GLOG_v": "3"})
+                          timeout=900, cwd=cwd, env={**os.environ, "GLOG_v": "3"})
 
 
 def test_train_evaluate_and_export_take_either_format_through_pretrained(tmp_path, files):
@@ -236,3 +236,43 @@ def test_weights_that_do_not_fit_stop_training_before_the_data_pipeline(tmp_path
         assert name in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "fewer images" not in result.stderr + result.stdout
     assert not (tmp_path / "w.ckpt").exists() and not (tmp_path / "state").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning the demo's own weights
+# ----------------------------------------------------------------------------------------------
+def demo_subset(source: Path, target: Path, classes, train_per_class: int, val_per_class: int) -> Path:
+    for split, limit in (("train", train_per_class), ("val", val_per_class)):
+        for name in classes:
+            (target / split / name).mkdir(parents=True)
+            for image in sorted((source / split / name).iterdir())[:limit]:
+                (target / split / name / image.name).write_bytes(image.read_bytes())
+    return target
+
+
+def train_demo(tmp_path, name, data, *args):
+    out = tmp_path / name
+    result = run_script("train.py", "--vig_config", REPO / "config" / "models" / "vig_demo.yaml", "--data_url", data,
+                        "--set", "image_size=16", "--set", "batch_size=32", "--set", "warmup_length=0", *args,
+                        "--output_ckpt", out / "w.ckpt", "--metrics", out / "m.jsonl", "--state_root",
+                        out / "state", "--log_dir", out / "logs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = [json.loads(line) for line in (out / "m.jsonl").read_text().splitlines()]
+    return out / "w.ckpt", metrics, result.stdout
+
+
+def test_fine_tuning_the_demo_weights_to_5_classes_beats_training_from_scratch(tmp_path):
+    from vig.demo_data import build_demo_dataset
+
+    build_demo_dataset(tmp_path / "digits", image_size=16)  # the demo's images, at 16x16 to stay fast
+    # a few of its images per class keep the three trainings small
+    ten = demo_subset(tmp_path / "digits", tmp_path / "ten", [str(d) for d in range(10)], 30, 6)
+    five = demo_subset(tmp_path / "digits", tmp_path / "five", [str(d) for d in range(5)], 30, 12)
+    demo_weights, _, _ = train_demo(tmp_path, "demo", ten, "--set", "epochs=4", "--set", "base_lr=0.002")
+    _, tuned, log = train_demo(tmp_path, "tuned", five, "--set", "epochs=1", "--set", "num_classes=5",
+                               "--pretrained", demo_weights)
+    _, scratch, _ = train_demo(tmp_path, "scratch", five, "--set", "epochs=1", "--set", "num_classes=5")
+    fine_tune = [line for line in log.splitlines() if "fine-tuning" in line]
+    assert fine_tune == [f"[pretrained] fine-tuning: {demo_weights} has 10 classes, the network 5; the "
+                         f"classifier's last layer (prediction.4) starts fresh"]
+    assert tuned[-1]["val_top1"] > scratch[-1]["val_top1"], (tuned, scratch)
