@@ -23,8 +23,10 @@ def main(argv=None) -> int:
                         help="share of each class put in val, stratified (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
     args = parser.parse_args(argv)
-    return run(lambda: build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed),
-               "prepare_demo_dataset.py")
+    def build() -> None:  # its summary is printed, not an exit status
+        build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed)
+
+    return run(build, "prepare_demo_dataset.py")
 
 
 if __name__ == "__main__":
