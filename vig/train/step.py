@@ -63,7 +63,6 @@ def make_drop_path_deterministic(net: nn.Cell, batch_size: int) -> Parameter | N
                       requires_grad=False)
     for index, (parent, child_name, prob) in enumerate(targets):
         setattr(parent, child_name, SeededDropPath(prob, noise, index))
-    noise.name = NOISE_NAME  # the cells renamed it (drop_path.noise); the name is how it is left out of weights
     return noise
 
 
