@@ -231,7 +231,8 @@ def test_dashed_flags_are_aliases_of_the_underscore_ones():
     ("preprocess_310", ["--vig_config", "missing.yaml", "--data_url", "d", "--output_dir", "b", "--labels", "l.json"]),
     ("infer", ["--mindir", "missing.mindir", "--input_dir", "b", "--output_dir", "r", "--latency", "l.json"]),
     ("postprocess", ["--result_dir", "missing", "--labels", "l.json", "--output", "a.json"]),
-    ("summary", ["--eval", "e.json", "--infer", "i.json", "--latency", "l.json", "--output", "s.json"]),
+    ("summary", ["--eval", "e.json", "--eval_predictions", "p.json", "--deployed", "MINDIR", "i.json", "ip.json",
+                 "--latency", "l.json", "--output", "s.json"]),
     ("report_plots", ["--kind", "curves", "--inputs", "missing.jsonl", "--output", "c.png"]),
     ("rank_table", ["--servers_json", "[1]", "--output", "t.json"]),
     ("prepare_demo_dataset", ["--output", "d", "--val_fraction", "2"]),
@@ -241,3 +242,9 @@ def test_every_cli_reports_bad_input_as_one_message_and_exit_2(script, argv, tmp
     err = capsys.readouterr().err
     assert err.startswith(f"{script}.py: error: ") and err.count(": error: ") == 1 and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_a_cli_that_succeeds_exits_0(tmp_path, capsys):
+    # build_demo_dataset returns a summary dict, which once became the exit status (1)
+    assert load_script("prepare_demo_dataset").main(["--output", str(tmp_path / "d"), "--image_size", "8"]) == 0
+    assert (tmp_path / "d" / "train").is_dir() and "error" not in capsys.readouterr().err

@@ -91,7 +91,8 @@ def run_cli(main, argv=None, *, prog: str, bad_input=(), failures=()) -> int:
     from .config import ConfigError
 
     try:
-        return main(argv) or 0
+        status = main(argv)
+        return 0 if status is None else int(status)
     except tuple(failures) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -27,4 +27,8 @@ def set_device(cfg: dict, graph_mode: bool = True) -> None:
 def run(work, prog: str, bad_input=(ValueError, FileNotFoundError), failures=(RuntimeError,)) -> int:
     """Call work() under the CLIs' one convention (vig.cli): bad input exits 2, a failed run 1, both as
     one 'prog: error: ...' line. Returns the exit status."""
-    return run_cli(lambda _argv: work(), prog=prog, bad_input=bad_input, failures=failures)
+    def call(_argv) -> int:
+        work()  # what it returns (a summary, a path) is no exit status
+        return 0
+
+    return run_cli(call, prog=prog, bad_input=bad_input, failures=failures)
