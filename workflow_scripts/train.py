@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 from vig.cli import Parser, add_config_key_flags  # noqa: E402
 from vig.config import DEFAULTS  # noqa: E402
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
-                           launch_or_init, load_config, run_cli, script_argv)
+                           in_launched_worker, launch_or_init, load_config, run_cli, script_argv)
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
@@ -58,14 +58,18 @@ def run(argv=None) -> int:
     check_data_dir(data_url, ("train", "val"))
     cfg["data_url"] = data_url
     pretrained_path(args, cfg, required=False)
-    if args.resume not in ("auto", "none"):
-        from vig.config import training_hash
-        from vig.train.checkpoint import check_config_hash, verify_state
+    from vig.config import training_hash
+    from vig.train import checkpoint
 
+    if args.resume not in ("auto", "none"):
         if not Path(args.resume).is_file():
             raise UsageError(f"--resume {args.resume}: state file not found")
-        info = verify_state(Path(args.resume))
-        check_config_hash(info.config_hash, training_hash(cfg), info.path)
+        info = checkpoint.verify_state(Path(args.resume))
+        checkpoint.check_config_hash(info.config_hash, training_hash(cfg), info.path)
+    if not (in_launched_worker() or args.dry_run_launch):  # a second trainer, or no room for the next state: stop now
+        folder = checkpoint.state_dir(args.state_root, training_hash(cfg))
+        checkpoint.lock_state_folder(folder).close()
+        checkpoint.ensure_room_for_state(folder)
     code, ctx = launch_or_init(args, cfg, __file__, argv)
     if code is not None:
         return code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from .. import cli as common
 from ..cli import UsageError
 from ..config import add_config_arguments as add_model_config_arguments
 from ..config import config_from_args as load_config  # noqa: F401  (the CLIs' name for it)
-from .distributed import (LAUNCHERS, LaunchError, Topology, format_plan, launch_plan, read_topology,
-                          resolve_launcher, run_plan)
+from .distributed import (LAUNCHERS, LaunchError, Topology, format_plan, in_launched_worker,  # noqa: F401
+                          launch_plan, read_topology, resolve_launcher, run_plan)
+from .lifetime import Stopped, bind_to_launcher, stop_signals_raise
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +105,21 @@ def maybe_launch(args, cfg: dict, script: str, argv: list[str], given: set[str] 
     common.stop_without_device(cfg["device_target"], format_plan(plan))
     if launcher == "none":
         return None
-    return run_plan(plan)
+    code = run_plan(plan)
+    reason = first_worker_error(args.log_dir) if code else None
+    if reason:  # the one line a worker gave, last in this launcher's output (msrun ends with its own traceback)
+        print(reason, file=sys.stderr)
+    return code
+
+
+def first_worker_error(log_dir: str) -> str | None:
+    """The first `PROG: error: ...` line (what run_cli prints) in the workers' logs of this job."""
+    for log in sorted(Path(log_dir).glob("worker_*.log")):
+        with open(log, errors="replace") as fh:
+            found = next((line.strip() for line in fh if re.match(r"\S+: error: ", line)), None)
+        if found:
+            return found
+    return None
 
 
 def launch_or_init(args, cfg: dict, script_file: str, argv: list[str]):
@@ -121,11 +137,21 @@ def launch_or_init(args, cfg: dict, script_file: str, argv: list[str]):
 
 
 def run_cli(main, argv=None, prog: str = "train.py") -> int:
-    """Run `main(argv)`: bad input becomes one `prog: error: ...` message and exit status 2."""
+    """Run `main(argv)`: bad input becomes one `prog: error: ...` message and exit status 2, a full disk
+    the same with status 1, SIGINT/SIGTERM an orderly stop (128 + signal). A launched worker dies with
+    its launcher."""
     from ..weights import WeightsError
-    from .checkpoint import StateError
+    from .checkpoint import DiskFullError, StateError
 
-    return common.run_cli(main, argv, prog=prog, bad_input=(LaunchError, StateError, WeightsError))
+    bind_to_launcher()
+    try:
+        with stop_signals_raise():
+            return common.run_cli(main, argv, prog=prog, bad_input=(LaunchError, StateError, WeightsError),
+                                  failures=(DiskFullError,))
+    except Stopped as stop:
+        print(f"{prog}: {stop}; every state written is complete, and `--resume auto` continues from the last one",
+              file=sys.stderr)
+        return stop.exit_code
 
 
 def script_argv(argv) -> list[str]:

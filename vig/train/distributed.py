@@ -10,12 +10,17 @@ Launchers (the parent process builds the commands; every worker re-runs the same
 """
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .lifetime import Stopped, launcher_environment, set_parent_death_signal, stop_processes
 
 LAUNCHERS = ("auto", "none", "msrun", "ascend")
 
@@ -125,24 +130,41 @@ def child_environment(extra: dict) -> dict:
 
 
 def run_plan(plan: list[dict], log=print) -> int:
-    """Start every process of the plan, wait for all; the first non-zero exit code (0 if all succeed)."""
-    procs = []
-    for proc in plan:
-        log(f"[launch] {format_plan([proc])}")
-        out = None
-        if proc["log"]:
-            Path(proc["log"]).parent.mkdir(parents=True, exist_ok=True)
-            out = open(proc["log"], "w")
-        argv = [sys.executable if a == "python" and i == 0 else a for i, a in enumerate(proc["argv"])]
-        procs.append((subprocess.Popen(argv, env=child_environment(proc["env"]), stdout=out,
-                                       stderr=subprocess.STDOUT if out else None), out))
-    codes = []
-    for popen, out in procs:
-        codes.append(popen.wait())
-        if out:
+    """Start every process of the plan, wait for all; the first non-zero exit code (0 if all succeed).
+    A process that fails stops the others (a dead rank would leave them waiting in a collective);
+    `Stopped` (SIGINT/SIGTERM under run_cli) stops them all before it propagates."""
+    procs, logs = [], []
+    try:
+        for proc in plan:
+            log(f"[launch] {format_plan([proc])}")
+            out = None
+            if proc["log"]:
+                Path(proc["log"]).parent.mkdir(parents=True, exist_ok=True)
+                out = open(proc["log"], "w")
+                logs.append(out)
+            argv = [sys.executable if a == "python" and i == 0 else a for i, a in enumerate(proc["argv"])]
+            # if this launcher dies, msrun gets SIGINT (its own clean stop: it kills its workers and log
+            # tails); a worker started here directly is killed outright
+            death = signal.SIGINT if argv[0] == "msrun" else signal.SIGKILL
+            procs.append(subprocess.Popen(argv, env=child_environment({**proc["env"], **launcher_environment()}),
+                                          stdout=out, stderr=subprocess.STDOUT if out else None,
+                                          preexec_fn=functools.partial(set_parent_death_signal, death)))
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c]
+            if failed and None in codes:
+                log(f"[launch] a process exited with code {failed[0]}; stopping the others")
+                stop_processes(procs, log=log)
+            if failed or None not in codes:
+                return failed[0] if failed else 0
+            time.sleep(0.5)
+    except Stopped as stop:
+        log(f"[launch] {stop}: stopping every process of the job")
+        stop_processes(procs, log=log)
+        raise
+    finally:
+        for out in logs:
             out.close()
-    failed = [c for c in codes if c]
-    return failed[0] if failed else 0
 
 
 @dataclass
@@ -156,7 +178,7 @@ def copy_from_rank0(params: list, rank: int) -> None:
     """Give every rank rank 0's values of `params` (one all-reduce of rank 0's values and zeros elsewhere,
     so the copy is exact). Call it on every rank of the job."""
     import numpy as np
-    from mindspore import Tensor
+    from mindspore import Tensor, ops
 
     from .evaluate import SumAcrossRanks
 
@@ -169,7 +191,9 @@ def copy_from_rank0(params: list, rank: int) -> None:
     offset = 0
     for p in params:
         size = int(np.prod(p.shape))
-        p.set_data(Tensor(rank0[offset:offset + size].reshape(p.shape)).astype(p.dtype))
+        # assign, not set_data: once the training step is compiled, set_data detaches an EMA shadow from
+        # it, and the EMA of the BatchNorm statistics would stay frozen from the first epoch on
+        ops.assign(p, Tensor(rank0[offset:offset + size].reshape(p.shape)).astype(p.dtype))
         offset += size
 
 

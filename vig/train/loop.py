@@ -109,6 +109,8 @@ class Trainer:
         self.log = RankLog(ctx.rank, opts.log_dir)
         self.config_hash = training_hash(cfg)
         self.state_dir = ckpt_io.state_dir(opts.state_root, self.config_hash)
+        # rank 0 writes the states: it holds the folder while it runs (an orphan of a killed job would too)
+        self.state_lock = ckpt_io.lock_state_folder(self.state_dir) if ctx.rank == 0 else None
         self.batch_size = cfg["batch_size"]
 
         ms.set_seed(cfg["seed"])
@@ -193,6 +195,8 @@ class Trainer:
     def run(self) -> dict:
         start_epoch = self.resume()
         epochs = self.cfg["epochs"]
+        if self.ctx.rank == 0 and start_epoch < epochs:  # not an epoch of work that cannot be saved
+            ckpt_io.ensure_room_for_state(self.state_dir, start_epoch + 1, self.state_groups)
         total_steps = epochs * self.steps_per_epoch
         self.log(f"[train] {self.cfg['arch']}: {epochs} epochs x {self.steps_per_epoch} steps, batch "
                  f"{self.batch_size} x {self.ctx.world_size} rank(s), config hash {self.config_hash}")
@@ -319,4 +323,8 @@ class Trainer:
 
 def train(opts: TrainOptions) -> dict:
     trainer = Trainer(opts)
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        if trainer.state_lock is not None:
+            trainer.state_lock.close()
