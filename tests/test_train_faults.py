@@ -197,3 +197,56 @@ def test_full_disk_stops_training_with_one_line_before_launching_and_the_rerun_r
         assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
     finally:
         subprocess.run(["umount", str(state)], check=False)
+
+
+# The launcher's own processes (the Ascend path starts one per device): plain Python workers, no MindSpore
+WORKER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from vig.train.lifetime import bind_to_launcher
+bind_to_launcher()
+print("worker up", flush=True)
+time.sleep(float(sys.argv[1]))
+sys.exit(int(sys.argv[2]))
+"""
+LAUNCHER = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from vig.train.distributed import run_plan
+sys.exit(run_plan(json.loads(sys.argv[1]), log=lambda line: None))
+"""
+
+
+def per_device_plan(tmp_path, *workers):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(repo=str(REPO)))
+    return [{"rank": rank, "env": {"RANK_ID": str(rank)}, "argv": ["python", str(script), str(sleep), str(code)],
+             "log": str(tmp_path / f"worker_{rank}.log")} for rank, (sleep, code) in enumerate(workers)]
+
+
+def worker_pids(launcher_pid, count, timeout=60):
+    deadline = time.time() + timeout
+    while len(pids := [p for p in descendants([launcher_pid]) if "worker.py" in Path(f"/proc/{p}/cmdline").read_text()]) < count:
+        assert time.time() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    return {pid: process_identity(pid) for pid in pids}
+
+
+def test_per_device_workers_die_with_their_launcher_and_with_a_failed_rank(tmp_path):
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER.format(repo=str(REPO)))
+    plan = per_device_plan(tmp_path, (120, 0), (120, 0))
+    launcher = subprocess.Popen([sys.executable, str(script), json.dumps(plan)], start_new_session=True)
+    workers = worker_pids(launcher.pid, 2)
+    os.kill(launcher.pid, signal.SIGKILL)  # the launcher alone: its workers are not in any group it had
+    launcher.wait()
+    deadline = time.time() + 10
+    while [p for p, ident in workers.items() if process_identity(p) == ident] and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [p for p, ident in workers.items() if process_identity(p) == ident]
+
+    from vig.train.distributed import run_plan
+
+    start = time.time()  # rank 0 fails at once: rank 1 would otherwise wait in its first collective
+    assert run_plan(per_device_plan(tmp_path, (0, 3), (120, 0)), log=lambda line: None) == 3
+    assert time.time() - start < 60  # rank 1 (120 s) was stopped

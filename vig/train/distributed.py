@@ -143,11 +143,14 @@ def run_plan(plan: list[dict], log=print) -> int:
                 out = open(proc["log"], "w")
                 logs.append(out)
             argv = [sys.executable if a == "python" and i == 0 else a for i, a in enumerate(proc["argv"])]
-            # if this launcher dies, msrun gets SIGINT (its own clean stop: it kills its workers and log
-            # tails); a worker started here directly is killed outright
-            death = signal.SIGINT if argv[0] == "msrun" else signal.SIGKILL
+            # If this launcher dies, msrun gets SIGINT (its own stop: it kills its workers, scheduler and log
+            # tails); a worker started here directly is killed. msrun gets its own process group, so that
+            # Ctrl-C reaches only this launcher, which stops the workers gracefully (stop_processes).
+            msrun = argv[0] == "msrun"
+            death = signal.SIGINT if msrun else signal.SIGKILL
             procs.append(subprocess.Popen(argv, env=child_environment({**proc["env"], **launcher_environment()}),
                                           stdout=out, stderr=subprocess.STDOUT if out else None,
+                                          process_group=0 if msrun else None,
                                           preexec_fn=functools.partial(set_parent_death_signal, death)))
         while True:
             codes = [p.poll() for p in procs]
