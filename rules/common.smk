@@ -210,3 +210,11 @@ def summary_origin():
         + run_path("train/metrics.jsonl")
         + started
     )
+
+
+def graph_images_args():
+    """Which val images plot_graph draws: the listed ones, else the first of the first N classes."""
+    chosen = config.get("plot_graph") or {}
+    if chosen.get("images"):
+        return "--images " + " ".join(shlex.quote(i) for i in chosen["images"])
+    return f"--num_classes {chosen.get('num_classes', 4)}"

@@ -143,3 +143,41 @@ rule plot_benchmarks:
         script=script("report_plots"),
     shell:
         "python {params.script} --kind benchmarks --inputs {input} --output {output} > {log} 2>&1"
+
+
+rule plot_graph:
+    input:
+        ckpt=WEIGHTS,
+        data=data_input(),
+    output:
+        graph=report(
+            run_path("report/patch_graph.png"),
+            caption="../report/patch_graph.rst",
+            category="Graph",
+        ),
+        health=report(
+            run_path("report/graph_health.png"),
+            caption="../report/graph_health.rst",
+            category="Graph",
+        ),
+        numbers=run_path("graph/health.json"),
+    log:
+        log_path("plot_graph"),
+    benchmark:
+        bench_path("plot_graph")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        script=script("plot_graph"),
+        model=model_args(),
+        data=data_dir_param,
+        network=model_params(),  # a new model shape reruns the drawing
+        which=graph_images_args(),
+    shell:
+        "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "
+        "{params.which} --graph_png {output.graph} --health_png {output.health} "
+        "--health_json {output.numbers} > {log} 2>&1"

@@ -153,8 +153,13 @@ def test_every_step_produces_its_outputs(finished_run):
     deployed = read_json(finished_run / "infer" / "predictions.json")["images"]
     assert sorted(r["image"] for r in evaluated) == [r["image"] for r in deployed] == [p.name[:-6] for p in results]
     assert sum(r["top"][0] == r["label"] for r in evaluated) == eval_row["correct_top1"]
-    for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks"):
+    for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks", "patch_graph", "graph_health"):
         assert (finished_run / "report" / f"{picture}.png").stat().st_size > 1000
+    health = read_json(finished_run / "graph" / "health.json")
+    assert health["images"] == [f"{c}/{sorted(os.listdir(finished_run / 'dataset' / 'images' / 'val' / str(c)))[0]}"
+                                for c in range(4)]
+    assert [(b["block"], b["k"], b["grid"]) for b in health["blocks"]] == [(0, 3, [4, 4]), (1, 6, [4, 4])]
+    assert all(b["mean_neighbour_distance"] > 0 and -1 <= b["mean_cosine_similarity"] <= 1 for b in health["blocks"])
     for step in STEPS:
         assert (finished_run / "benchmarks" / f"{step}.tsv").exists()
         assert (finished_run / "logs" / f"{step}.log").exists()

@@ -198,13 +198,20 @@ class DyGraphConv(nn.Cell):
         self.gconv = make_graph_conv(conv, in_channels, out_channels, act)
         self.pool = nn.AvgPool2d(self.r, self.r) if self.r > 1 else None
 
-    def construct(self, x, relative_pos=None):
+    def neighbours(self, x, relative_pos=None):
+        """The graph the forward pass builds on the (B, C, H, W) map `x`: (B, H*W, k) int32 key indices,
+        the nodes (B, C, H*W, 1) and the keys ((B, C, H*W/r^2, 1) pooled, or None: the nodes themselves).
+        vig/graph_view.py draws these very indices."""
         c, h, w = x.shape[1], x.shape[2], x.shape[3]
         y = None
         if self.r > 1:
             y = self.pool(x).reshape(-1, c, (h // self.r) * (w // self.r), 1)
         x = x.reshape(-1, c, h * w, 1)
-        idx = self.knn(x, y, relative_pos)
+        return self.knn(x, y, relative_pos), x, y
+
+    def construct(self, x, relative_pos=None):
+        h, w = x.shape[2], x.shape[3]
+        idx, x, y = self.neighbours(x, relative_pos)
         out = self.gconv(x, idx, y)
         return out.reshape(-1, out.shape[1], h, w)
 
