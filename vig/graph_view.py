@@ -164,11 +164,12 @@ def _draw_panel(ax, image, graph, index, nodes):
     h, w = graph["grid"]
     r = graph["r"]
     ax.imshow(image, extent=(0, w, h, 0), interpolation="nearest")
+    faint = 0.5 if max(h, w) <= 16 else 0.25  # a 56x56 grid at full strength would hide the image
     for line in range(1, max(h, w)):  # the patch grid
         if line < w:
-            ax.axvline(line, color="white", lw=0.4, alpha=0.5)
+            ax.axvline(line, color="white", lw=0.4, alpha=faint)
         if line < h:
-            ax.axhline(line, color="white", lw=0.4, alpha=0.5)
+            ax.axhline(line, color="white", lw=0.4, alpha=faint)
     keys = key_centres((h, w), r)
     for node, colour in zip(nodes, CENTRE_COLOURS):
         row, col = divmod(node, w)
