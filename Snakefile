@@ -54,6 +54,10 @@ rule all:
         run_path("report/confusion_matrix.png"),
         run_path("report/accuracy.png"),
         run_path("report/benchmarks.png"),
-        run_path("report/patch_graph.png"),
-        run_path("report/graph_health.png"),
+        [
+            run_path("report/patch_graph.png"),
+            run_path("report/graph_health.png"),
+        ]
+        if DRAWS_GRAPH
+        else [],
     localrule: True

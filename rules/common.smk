@@ -212,6 +212,12 @@ def summary_origin():
     )
 
 
+# plot_graph traces the original graph's layers (vig/graph_view.py); the seed port's graph has its own
+DRAWS_GRAPH = (MODEL_CFG.get("model_overrides") or {}).get(
+    "graph", "original"
+) == "original"
+
+
 def graph_images_args():
     """Which val images plot_graph draws: the listed ones, else the first of the first N classes."""
     chosen = config.get("plot_graph") or {}

@@ -145,3 +145,6 @@ def test_plot_graph_is_in_the_default_dag(tmp_path):
     chosen = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config",
                        'plot_graph={"images": ["0/a b.png"]}').stdout
     assert "--images '0/a b.png'" in chosen
+    seed_port = snakemake(tmp_path, "-n", "--cores", "2", "--config", 'train_overrides={"model_overrides": '
+                          '{"channels": [24], "blocks": [2], "k": 3, "stem_stride": 4, "graph": "seed_port"}}').stdout
+    assert "plot_graph" not in planned_jobs(seed_port) and "summary" in planned_jobs(seed_port)

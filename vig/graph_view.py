@@ -72,8 +72,8 @@ def trace_graphs(net, images: np.ndarray) -> list[dict]:
     from .models.vig import Block, Downsample
 
     if not hasattr(net, "backbone") or not hasattr(net, "stem"):
-        raise TypeError(f"{type(net).__name__}: expected the original-graph ViG (stem, pos_embed, backbone of "
-                        f"Blocks); the seed port's graph is not traced")
+        raise ValueError(f"{type(net).__name__}: only the original graph (model_overrides graph: original) is "
+                         f"traced; the seed port's graph keeps its kNN inside its layers")
     net.set_train(False)
     x = net.stem(Tensor(images)) + net.pos_embed
     graphs, stage = [], 0
