@@ -203,17 +203,19 @@ def test_full_disk_stops_training_with_one_line_before_launching_and_the_rerun_r
 WORKER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from vig.train.lifetime import bind_to_launcher
-bind_to_launcher()
-print("worker up", flush=True)
-time.sleep(float(sys.argv[1]))
-sys.exit(int(sys.argv[2]))
+from vig.train.cli import run_cli
+def work(argv):
+    print("worker up", flush=True)
+    time.sleep(float(argv[0]))
+    return int(argv[1])
+sys.exit(run_cli(work, sys.argv[1:], prog="worker"))
 """
 LAUNCHER = """
 import json, sys
 sys.path.insert(0, {repo!r})
+from vig.train.cli import run_cli
 from vig.train.distributed import run_plan
-sys.exit(run_plan(json.loads(sys.argv[1]), log=lambda line: None))
+sys.exit(run_cli(lambda argv: run_plan(json.loads(argv[0]), log=lambda line: None), sys.argv[1:], prog="launcher"))
 """
 
 
@@ -232,11 +234,30 @@ def worker_pids(launcher_pid, count, timeout=60):
     return {pid: process_identity(pid) for pid in pids}
 
 
-def test_per_device_workers_die_with_their_launcher_and_with_a_failed_rank(tmp_path):
+def start_launcher(tmp_path, plan):
     script = tmp_path / "launcher.py"
     script.write_text(LAUNCHER.format(repo=str(REPO)))
-    plan = per_device_plan(tmp_path, (120, 0), (120, 0))
-    launcher = subprocess.Popen([sys.executable, str(script), json.dumps(plan)], start_new_session=True)
+    return subprocess.Popen([sys.executable, str(script), json.dumps(plan)], start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_to_the_launcher_stops_every_worker_through_its_own_handler(tmp_path):
+    launcher = start_launcher(tmp_path, per_device_plan(tmp_path, (120, 0), (120, 0)))
+    workers = worker_pids(launcher.pid, 2)
+    deadline = time.time() + 60
+    while not all("worker up" in (tmp_path / f"worker_{rank}.log").read_text() for rank in (0, 1)):
+        assert time.time() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
+    assert "launcher: stopped by SIGTERM; every state written is complete" in launcher.stderr.read()
+    assert not [p for p, ident in workers.items() if process_identity(p) == ident]
+    for rank in (0, 1):  # each worker ran its `finally` blocks (atomic writes clean up there)
+        assert "worker: stopped by SIGTERM" in (tmp_path / f"worker_{rank}.log").read_text()
+
+
+def test_per_device_workers_die_with_their_launcher_and_with_a_failed_rank(tmp_path):
+    launcher = start_launcher(tmp_path, per_device_plan(tmp_path, (120, 0), (120, 0)))
     workers = worker_pids(launcher.pid, 2)
     os.kill(launcher.pid, signal.SIGKILL)  # the launcher alone: its workers are not in any group it had
     launcher.wait()
