@@ -50,10 +50,7 @@ rule all:
     default_target: True
     input:
         run_path("summary.json"),
-        [] if FROM_WEIGHTS else run_path("report/training_curves.png"),  # nothing trained
-        run_path("report/confusion_matrix.png"),
-        run_path("report/accuracy.png"),
-        run_path("report/benchmarks.png"),
+        [run_path(f"report/{picture}.png") for picture in PLOTS],
         [
             run_path("report/patch_graph.png"),
             run_path("report/graph_health.png"),

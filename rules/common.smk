@@ -3,12 +3,13 @@ import json
 import shlex
 from pathlib import Path
 
+from vig.cluster import RANK_TABLE_CONFIG_KEYS, RankTableError, planned_topology
 from vig.config import (
     ConfigError,
-    NON_TRAINING_KEYS,
     coerce_to_schema,
     load_model_config,
     model_schema,
+    training_config,
 )
 
 RUN = f"results/{config['run_name']}"
@@ -84,6 +85,7 @@ if not FROM_WEIGHTS:
 WEIGHTS = FROM_WEIGHTS or run_path(f"train/{ARCH}.ckpt")
 
 
+# What shapes the network and its input (evaluation, export, preprocessing).
 NETWORK_KEYS = (
     "arch",
     "model_overrides",
@@ -106,25 +108,15 @@ def model_args(only=None):
     return " ".join(shlex.quote(a) for a in args)
 
 
-LAUNCH_KEYS = ("master_addr", "master_port", "nodes")
-
-
 def rank_table_section():
-    """The cluster section minus the launcher's keys: what the rank table is built from."""
-    return {k: v for k, v in config["cluster"].items() if k not in LAUNCH_KEYS}
+    """The cluster section's rank-table keys (the others are the launcher's): what the table is built from."""
+    return {k: v for k, v in config["cluster"].items() if k in RANK_TABLE_CONFIG_KEYS}
 
 
-def train_topology():
-    """Servers and devices per server, as the rank table will have them (for the job's resources)."""
-    cluster = config["cluster"]
-    if cluster["source"] == "servers":
-        per_server = [
-            s.get("device_count") or len(s.get("devices", []))
-            for s in cluster["servers"]
-        ]
-        return len(per_server), max(per_server)
-    devices = cluster.get("device_count") or len(cluster.get("device_ids", [])) or 8
-    return cluster.get("nodes", 1), devices
+try:  # the job's shape, as the rank table will have it (vig.cluster plans it; the rules only use it)
+    SERVERS, DEVICES_PER_SERVER = planned_topology(config["cluster"])
+except RankTableError as exc:
+    raise WorkflowError(f"config key 'cluster': {exc}") from None
 
 
 def train_resources():
@@ -133,21 +125,20 @@ def train_resources():
     Ascend: `gres npu:N` per node; GPU: `gpu N` per node (one launcher process, msrun starts the
     workers); CPU: N tasks (msrun workers). Locally these are only counters.
     """
-    servers, per_server = train_topology()
     train = config.get("train", {})
     res = {"mem_mb": train.get("mem_mb", 4000), "runtime": train.get("runtime", 60)}
     backend = MODEL_CFG["device_target"]
     if backend == "Ascend":
-        res.update(gres=f"npu:{per_server}", tasks=1)
+        res.update(gres=f"npu:{DEVICES_PER_SERVER}", tasks=1)
     elif backend == "GPU":
-        res.update(gpu=per_server, tasks_per_gpu=0)
+        res.update(gpu=DEVICES_PER_SERVER, tasks_per_gpu=0)
     else:
         res.update(
-            tasks=per_server,
-            cpus_per_task=max(1, train.get("threads", 2) // per_server),
+            tasks=DEVICES_PER_SERVER,
+            cpus_per_task=max(1, train.get("threads", 2) // DEVICES_PER_SERVER),
         )
-    if servers > 1:
-        res.update(nodes=servers)
+    if SERVERS > 1:
+        res.update(nodes=SERVERS)
     return res
 
 
@@ -158,16 +149,17 @@ def launch_prefix():
     """Multi-node: one launcher per node (msrun, or the Ascend per-device processes), started by
     srun inside the training job's allocation; each reads its node rank from SLURM_NODEID.
     """
-    servers, _ = train_topology()
-    if servers == 1:
+    if SERVERS == 1:
         return ""
-    return f"srun --nodes={servers} --ntasks-per-node=1 --kill-on-bad-exit=1"
+    return f"srun --nodes={SERVERS} --ntasks-per-node=1 --kill-on-bad-exit=1"
 
 
+# training_params() and model_params() go into `params:` that no command reads: Snakemake reruns a
+# step when its params change, so these say which config keys rerun which steps.
 def training_params():
     """What shapes training: a change reruns training and everything after it. The starting weights
     count by content (their mtime is tracked as an input too)."""
-    params = {k: v for k, v in sorted(MODEL_CFG.items()) if k not in NON_TRAINING_KEYS}
+    params = training_config(MODEL_CFG)
     if PRETRAINED:
         from vig.weights import file_sha256
 
@@ -177,17 +169,7 @@ def training_params():
 
 def model_params():
     """What shapes the network and its input (evaluation, export, preprocessing)."""
-    keys = (
-        "arch",
-        "model_overrides",
-        "num_classes",
-        "image_size",
-        "crop_pct",
-        "mean",
-        "std",
-        "interpolation",
-    )
-    return {k: MODEL_CFG[k] for k in keys}
+    return {k: MODEL_CFG[k] for k in NETWORK_KEYS}
 
 
 def data_input():
@@ -224,3 +206,15 @@ def graph_images_args():
     if chosen.get("images"):
         return "--images " + " ".join(shlex.quote(i) for i in chosen["images"])
     return f"--num_classes {chosen.get('num_classes', 4)}"
+
+
+def steps_needed_by(rule_name):
+    """The rules whose outputs `rule_name` needs, directly or not, and itself, in workflow order."""
+    producers = {str(f): r for r in workflow.rules for f in r.output}
+    needed, pending = {rule_name}, list(workflow.get_rule(rule_name).input)
+    while pending:
+        producer = producers.get(str(pending.pop()))
+        if producer is not None and producer.name not in needed:
+            needed.add(producer.name)
+            pending.extend(producer.input)
+    return [r.name for r in workflow.rules if r.name in needed]

@@ -19,7 +19,7 @@ rule evaluate:
         script=script("evaluate"),
         model=model_args(),
         data=data_dir_param,
-        network=model_params(),
+        network=model_params(),  # not in the command: a change reruns this step
         batch_size=config.get("evaluate", {}).get("batch_size", 64),
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "

@@ -16,6 +16,6 @@ rule export:
     params:
         script=script("export"),
         model=model_args(),
-        network=model_params(),
+        network=model_params(),  # not in the command: a change reruns this step
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --output {output} > {log} 2>&1"

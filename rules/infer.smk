@@ -20,7 +20,7 @@ rule preprocess_310:
         script=script("preprocess_310"),
         model=model_args(only=NETWORK_KEYS),
         data=data_dir_param,
-        network=model_params(),
+        network=model_params(),  # not in the command: a change reruns this step
     shell:
         "python {params.script} {params.model} --data_url {params.data:q} --split val "
         "--output_dir {output.bins} --labels {output.labels} > {log} 2>&1"

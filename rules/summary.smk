@@ -26,123 +26,57 @@ rule summary:
     shell:
         "python {params.script} --eval {input.eval} --eval_predictions {input.eval_predictions} "
         "--deployed MINDIR {input.accuracy} {input.predictions} --latency {input.latency} "
-        "--weights {input.weights:q} {params.origin} --output {output} 2>&1 | tee {log}"
+        "--weights {input.weights:q} {params.origin} --output {output} > {log} 2>&1"
 
 
-rule plot_training_curves:
-    input:
-        rules.train.output.metrics,
-    output:
-        report(
-            run_path("report/training_curves.png"),
-            caption="../report/training_curves.rst",
-            category="Training",
-        ),
-    log:
-        log_path("plot_training_curves"),
-    benchmark:
-        bench_path("plot_training_curves")
-    localrule: True
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    params:
-        script=script("report_plots"),
-    shell:
-        "python {params.script} --kind curves --inputs {input} --output {output} > {log} 2>&1"
+# The report's pictures: one rule per picture, each drawn by report_plots.py --kind from its inputs;
+# the caption is report/<picture>.rst. The run-time plot times every step summary.json needs (given
+# weights, train.from_weights, need no training: no rank table, no training, no training curves).
+PLOTS = {
+    **(
+        {}
+        if FROM_WEIGHTS
+        else {"training_curves": ("curves", rules.train.output.metrics, "Training")}
+    ),
+    "confusion_matrix": ("confusion", rules.evaluate.output.metrics, "Evaluation"),
+    "accuracy": ("accuracy", rules.summary.output[0], "Deployment"),
+    "benchmarks": (
+        "benchmarks",
+        [bench_path(step) for step in steps_needed_by("summary")],
+        "Run time",
+    ),
+}
 
 
-rule plot_confusion_matrix:
-    input:
-        rules.evaluate.output.metrics,
-    output:
-        report(
-            run_path("report/confusion_matrix.png"),
-            caption="../report/confusion_matrix.rst",
-            category="Evaluation",
-        ),
-    log:
-        log_path("plot_confusion_matrix"),
-    benchmark:
-        bench_path("plot_confusion_matrix")
-    localrule: True
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    params:
-        script=script("report_plots"),
-    shell:
-        "python {params.script} --kind confusion --inputs {input} --output {output} > {log} 2>&1"
+for picture, (kind, picture_input, category) in PLOTS.items():
 
-
-rule plot_accuracy:
-    input:
-        rules.summary.output[0],
-    output:
-        report(
-            run_path("report/accuracy.png"),
-            caption="../report/accuracy.rst",
-            category="Deployment",
-        ),
-    log:
-        log_path("plot_accuracy"),
-    benchmark:
-        bench_path("plot_accuracy")
-    localrule: True
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    params:
-        script=script("report_plots"),
-    shell:
-        "python {params.script} --kind accuracy --inputs {input} --output {output} > {log} 2>&1"
-
-
-BENCHMARKED_STEPS = [
-    "verify_dataset",
-    *([] if FROM_WEIGHTS else ["rank_table", "train"]),
-    "evaluate",
-    "export",
-    "preprocess_310",
-    "infer",
-    "postprocess",
-    "summary",
-]
-
-
-rule plot_benchmarks:
-    input:
-        [bench_path(step) for step in BENCHMARKED_STEPS],
-    output:
-        report(
-            run_path("report/benchmarks.png"),
-            caption="../report/benchmarks.rst",
-            category="Run time",
-        ),
-    log:
-        log_path("plot_benchmarks"),
-    benchmark:
-        bench_path("plot_benchmarks")
-    localrule: True
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    params:
-        script=script("report_plots"),
-    shell:
-        "python {params.script} --kind benchmarks --inputs {input} --output {output} > {log} 2>&1"
+    rule:
+        name:
+            f"plot_{picture}"
+        input:
+            picture_input,
+        output:
+            report(
+                run_path(f"report/{picture}.png"),
+                caption=f"../report/{picture}.rst",
+                category=category,
+            ),
+        log:
+            log_path(f"plot_{picture}"),
+        benchmark:
+            bench_path(f"plot_{picture}")
+        localrule: True
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        params:
+            script=script("report_plots"),
+            kind=kind,
+        shell:
+            "python {params.script} --kind {params.kind} --inputs {input} --output {output} > {log} 2>&1"
 
 
 rule plot_graph:

@@ -32,7 +32,7 @@ rule train:
             if "master_addr" in config["cluster"]
             else ""
         ),
-        training=training_params(),
+        training=training_params(),  # not in the command: a change reruns training
         pretrained=f"--pretrained {shlex.quote(PRETRAINED)}" if PRETRAINED else "",
     shell:
         "{params.launch} python {params.script} {params.model} --data_url {params.data:q} "

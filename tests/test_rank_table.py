@@ -19,6 +19,7 @@ from vig.cluster import (
     local_ranks,
     parse_hccn_conf,
     parse_hccn_tool_output,
+    planned_topology,
     rank_table_from_config,
     run_command,
     server_of_rank,
@@ -417,3 +418,24 @@ def test_cli_runs_as_a_script_and_documents_every_flag():
                  "--device_count", "--device_ids", "--server_id", "--node_list", "--device_map",
                  "--no_resolve_hosts", "--max_device_id", "--output"):
         assert flag in done.stdout  # the dashed spellings the other tests use are the aliases
+
+
+@pytest.mark.parametrize("section", [
+    {"source": "servers", "servers": json.loads((DATA / "servers_2x8.json").read_text())},
+    {"source": "hccn_conf", "hccn_conf": "hccn_2p.conf", "server_id": "10.0.0.1"},  # every device of the file
+    {"source": "hccn_conf", "hccn_conf": str(DATA / "hccn_node01.conf"), "device_ids": [0, 1, 2], "server_id": "a"},
+    {"source": "slurm", "device_map": str(DATA / "device_map.yaml"), "node_list": "node[02-03]",
+     "resolve_hosts": False},
+    {"source": "slurm", "device_count": 2, "node_list": "node[1-3]", "resolve_hosts": False},
+])
+def test_planned_topology_is_the_shape_of_the_table_built_later(section, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("hccn_2p.conf").write_text("address_0=192.168.100.101\naddress_1=192.168.101.101\n")
+    servers = rank_table_from_config(section)["server_list"]
+    assert planned_topology(section) == (len(servers), max(len(server["device"]) for server in servers))
+
+
+def test_planned_topology_refuses_nodes_that_contradict_the_node_list():
+    with pytest.raises(RankTableError, match=r"'nodes' is 2 but node_list 'n\[1-3\]' names 3 nodes"):
+        planned_topology({"source": "slurm", "device_count": 8, "node_list": "n[1-3]", "nodes": 2})
+

@@ -219,9 +219,14 @@ def load_model_config(path: str | os.PathLike, overrides: dict | None = None) ->
     return cfg
 
 
+def training_config(cfg: dict) -> dict:
+    """The keys that shape training (all but NON_TRAINING_KEYS), sorted."""
+    return {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+
+
 def training_hash(cfg: dict) -> str:
     """A short hash of everything that shapes training (what a resumed state must agree with)."""
-    shaping = {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+    shaping = training_config(cfg)
     if cfg.get("pretrained"):  # the starting weights, by content: another file never resumes this state
         from .weights import file_sha256
 

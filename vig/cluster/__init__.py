@@ -23,8 +23,8 @@ rank ids 0..N-1 as merge_hccl does):
 
 One file per concern: ``spec`` (what every source yields, the error), the sources ``servers``,
 ``hccn_conf``, ``hccn_tool``, ``slurm`` (with ``hosts`` for server ids), ``build`` (merge),
-``validate`` (the format), ``table_file`` (disk), ``topology`` (questions about a table) and
-``from_config`` (the workflow's entry point).
+``validate`` (the format), ``table_file`` (disk), ``topology`` (the job's shape, planned from the
+config or read from a table) and ``from_config`` (the workflow's entry point).
 """
 from .build import build_rank_table
 from .from_config import RANK_TABLE_CONFIG_KEYS, SOURCES, rank_table_from_config
@@ -35,7 +35,7 @@ from .servers import servers_from_entries
 from .slurm import expand_nodelist, servers_from_slurm
 from .spec import DEFAULT_MAX_DEVICE_ID, PLACEHOLDER_DEVICE_IP, RankTableError, ServerSpec
 from .table_file import load_rank_table, write_rank_table
-from .topology import device_of_rank, local_ranks, server_of_rank, world_size
+from .topology import device_of_rank, local_ranks, planned_topology, server_of_rank, world_size
 from .validate import validate_rank_table
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "local_server_id",
     "parse_hccn_conf",
     "parse_hccn_tool_output",
+    "planned_topology",
     "rank_table_from_config",
     "run_command",
     "select_devices",

@@ -10,7 +10,7 @@ from .hccn_tool import CommandRunner, device_ips_from_hccn_tool, run_command
 from .hosts import HostResolver, local_server_id, node_ip
 from .servers import servers_from_entries
 from .slurm import expand_nodelist, servers_from_slurm
-from .spec import DEFAULT_MAX_DEVICE_ID, RankTableError, ServerSpec, device_id_list
+from .spec import DEFAULT_MAX_DEVICE_ID, SERVER_DEVICE_COUNT, RankTableError, ServerSpec, device_id_list
 
 SOURCES = ("servers", "hccn_conf", "hccn_tool", "slurm")
 # Keys of the workflow config's `cluster:` section that each source understands.
@@ -62,5 +62,5 @@ def _servers_for_source(source, section, environ, runner, resolve_host) -> list[
         ids = device_id_list(section.get("device_ids"), section.get("device_count"), str(conf), default=None)
         return [ServerSpec(server_id, tuple(select_devices(parse_hccn_conf(conf), ids, str(conf))))]
     ids = device_id_list(section.get("device_ids"), section.get("device_count"), "hccn_tool",
-                          default=list(range(DEFAULT_MAX_DEVICE_ID + 1)))
+                         default=list(range(SERVER_DEVICE_COUNT)))
     return [ServerSpec(server_id, tuple(device_ips_from_hccn_tool(ids, runner, section.get("hccn_conf"))))]

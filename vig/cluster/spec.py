@@ -11,6 +11,7 @@ from typing import Iterable
 PLACEHOLDER_DEVICE_IP = "0.0.0.0"
 # An Ascend 910 server holds 8 devices, ids 0..7.
 DEFAULT_MAX_DEVICE_ID = 7
+SERVER_DEVICE_COUNT = DEFAULT_MAX_DEVICE_ID + 1  # hccn_tool's default device list, the plan's fallback
 
 
 class RankTableError(ValueError):

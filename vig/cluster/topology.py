@@ -1,9 +1,51 @@
-"""Questions about a built table: how many ranks, where a rank runs, which ranks a server holds."""
+"""The job's topology: planned from the config before any job runs, and read from a built table
+(how many ranks, where a rank runs, which ranks a server holds)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Mapping
 
-from .spec import RankTableError
+import yaml
+
+from .hccn_conf import DEFAULT_HCCN_CONF, parse_hccn_conf
+from .servers import servers_from_entries
+from .slurm import expand_nodelist, servers_from_slurm
+from .spec import SERVER_DEVICE_COUNT, RankTableError, device_id_list
+
+
+def planned_topology(section: Mapping) -> tuple[int, int]:
+    """(servers, devices per server) the rank table built from the `cluster:` section will have.
+
+    The scheduler needs the training job's shape when the workflow is planned, before the table is
+    built (possibly on another host). The plan reads what the table will read where this host can see
+    it (the `servers` entries, a `hccn_conf`, a Slurm `node_list` and `device_map`); what only the
+    job's host knows falls back to the section's `nodes` (default 1) and an Ascend server's 8 devices.
+    """
+    source = section.get("source")
+    where = "cluster config"
+    if source == "servers":
+        servers = servers_from_entries(section.get("servers"), f"{where} 'servers'")
+        return len(servers), max(len(server.devices) for server in servers)
+    nodes = section.get("nodes", 1)
+    node_list = section.get("node_list") if source == "slurm" else None
+    if node_list:
+        names = expand_nodelist(node_list)
+        if "nodes" in section and nodes != len(names):
+            raise RankTableError(where, f"'nodes' is {nodes} but node_list {node_list!r} names {len(names)} nodes")
+        nodes = len(names)
+    ids = device_id_list(section.get("device_ids"), section.get("device_count"), where, default=None)
+    if ids is not None:
+        return nodes, len(ids)
+    conf = section.get("hccn_conf", DEFAULT_HCCN_CONF)
+    if source == "hccn_conf" and os.access(conf, os.R_OK):
+        return nodes, len(parse_hccn_conf(conf))  # the table takes every device of the file
+    device_map = section.get("device_map")
+    if source == "slurm" and device_map and os.access(device_map, os.R_OK):
+        names = expand_nodelist(node_list) if node_list else list(yaml.safe_load(Path(device_map).read_text()) or {})
+        servers = servers_from_slurm(names, device_map=device_map, resolve_hosts=False)
+        return nodes, max(len(server.devices) for server in servers)
+    return nodes, SERVER_DEVICE_COUNT
 
 
 def world_size(table: Mapping) -> int:
