@@ -110,6 +110,8 @@ def test_help_documents_every_option():
     ("arch: vig_xl_patch16_224\n", r"key 'arch': unknown model 'vig_xl_patch16_224'; valid names: .*vig_s_patch16_224"),
     ("batch_size: 7\n", r"key 'batch_size' = 7: mixup/cutmix \(mix_up = 0.8, cutmix = 1.0\).*expected an even batch"),
     ("min_lr: 0.01\n", r"key 'min_lr' = 0.01 is above base_lr = 0.002; expected min_lr <= base_lr"),
+    ("export_weights: ema\n", r"key 'export_weights' = 'ema' needs ema: true"),
+    ("export_weights: first\n", r"key 'export_weights' = 'first'.*\[None, 'last', 'best', 'ema'\]"),
 ])
 def test_cross_key_errors_name_file_key_and_value(tmp_path, extra, expected):
     path = tmp_path / "bad.yaml"

@@ -123,10 +123,10 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     strip = lambda text: [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images/s")}
                           for l in text.splitlines()]
     assert strip((full / "metrics.jsonl").read_text()) == strip((killed / "metrics.jsonl").read_text())
-    # the state folder keeps the last 2 epochs (+ the best), every one with its manifest
+    # keep_checkpoint_max: 2 keeps the last 2 epochs' states, each with its manifest (the best weights apart)
     (folder,) = (killed / "state").iterdir()
-    states = sorted(p.name for p in folder.glob("state-e*.ckpt"))
-    assert "state-e0003.ckpt" in states and "state-e0002.ckpt" in states and len(states) <= 3
+    assert sorted(p.name for p in folder.glob("state-e*")) == [
+        "state-e0002.ckpt", "state-e0002.json", "state-e0003.ckpt", "state-e0003.json"]
     # ema is on: the exported weights are the EMA shadows of the last state, not the trained weights
     last = weights(folder / "state-e0003.ckpt")
     ema = {k[len("ema:"):]: v for k, v in last.items() if k.startswith("ema:")}
@@ -201,3 +201,46 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
         assert len(set(r["top"])) == 5 and r["logits"] == sorted(r["logits"], reverse=True)
     np.testing.assert_array_equal(from_images, matrix)
     assert sum(r["label"] in r["top"] for r in per_image) == round(report["top5"] * 60)
+
+
+def test_export_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
+    """export_weights best exports the epoch metrics.jsonl shows best (the EMA weights validation measured),
+    also with keep_checkpoint_max: 1 pruning that epoch's state; ema / last re-export from the finished state."""
+    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)
+    runs = {}
+    for keep in (1, 3):
+        config = tmp_path / f"keep{keep}.yaml"
+        config.write_text(TINY_YAML.replace("keep_checkpoint_max: 2", f"keep_checkpoint_max: {keep}")
+                          + "export_weights: best\n")
+        out = tmp_path / f"keep{keep}"
+        result = subprocess.run(train_command(config, data, out), env=env(), timeout=300, capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[keep] = (config, out)
+    config, out = runs[3]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    top1 = [m["val_top1"] for m in metrics]
+    best_epoch = metrics[int(np.argmax(top1))]["epoch"]  # the first epoch reaching the maximum
+    assert metrics[-1]["export_weights"] == "best" and metrics[-1]["exported_epoch"] == best_epoch
+    assert all("export_weights" not in m for m in metrics[:-1])
+    (folder,) = (out / "state").iterdir()
+    best_state = weights(folder / f"state-e{best_epoch:04d}.ckpt")
+    exported = weights(out / "weights.ckpt")
+    assert exported.keys() == {k[len("ema:"):] for k in best_state if k.startswith("ema:")}
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, best_state[f"ema:{name}"], err_msg=name)
+    pruned = runs[1][1]  # keep_checkpoint_max: 1 deleted every state but the last, not the best weights
+    (pruned_folder,) = (pruned / "state").iterdir()
+    assert sorted(p.name for p in pruned_folder.glob("state-e*.ckpt")) == ["state-e0003.ckpt"]
+    for name, value in weights(pruned / "weights.ckpt").items():
+        np.testing.assert_array_equal(value, exported[name], err_msg=name)
+
+    last_state = weights(folder / "state-e0003.ckpt")
+    for choice, group in (("ema", "ema"), ("last", "net")):  # the finished run's state re-exports them
+        redone = subprocess.run(train_command(config, data, out, "--export_weights", choice), env=env(),
+                                timeout=300, capture_output=True, text=True)
+        assert redone.returncode == 0, redone.stderr[-3000:]
+        assert "3 epoch(s) done" in redone.stdout
+        assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["export_weights"] == choice
+        for name, value in weights(out / "weights.ckpt").items():
+            np.testing.assert_array_equal(value, last_state[f"{group}:{name}"], err_msg=f"{choice} {name}")

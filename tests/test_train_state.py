@@ -70,14 +70,16 @@ def test_state_of_another_config_is_refused(tmp_path):
         ckpt_io.pick_resume_state("auto", tmp_path, "fedcba9876543210")
 
 
-def test_prune_keeps_the_last_n_and_the_best(tmp_path):
+def test_prune_keeps_exactly_the_last_n_and_never_the_best_weights(tmp_path):
     for epoch in range(1, 6):
         _save(tmp_path, epoch)
-    ckpt_io.prune_states(tmp_path, keep_last=2, keep_epochs={2})
-    assert sorted(p.name for p in ckpt_io.list_states(tmp_path)) == [
-        "state-e0002.ckpt", "state-e0004.ckpt", "state-e0005.ckpt"]
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
-        "state-e0002.json", "state-e0004.json", "state-e0005.json"]
+    (tmp_path / "best.ckpt").write_bytes(b"weights")
+    ckpt_io.prune_states(tmp_path, keep_last=2)
+    assert sorted(p.name for p in ckpt_io.list_states(tmp_path)) == ["state-e0004.ckpt", "state-e0005.ckpt"]
+    assert sorted(p.name for p in tmp_path.glob("state-*.json")) == ["state-e0004.json", "state-e0005.json"]
+    assert (tmp_path / "best.ckpt").exists()
+    ckpt_io.prune_states(tmp_path, keep_last=0)  # the newest state (what resume needs) is never deleted
+    assert [p.name for p in ckpt_io.list_states(tmp_path)] == ["state-e0005.ckpt"]
 
 
 def test_cli_refuses_a_foreign_state_before_reading_data(tmp_path):

@@ -56,7 +56,12 @@ def plot_curves(metrics_jsonl, output) -> Path:
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax_acc.plot(epochs, series("val_top1"), marker="o", label="top-1")
     ax_acc.plot(epochs, series("val_top5"), marker="o", label="top-5")
-    ax_acc.set(title="val accuracy", xlabel="epoch", ylim=(0, 1.02))
+    title = "val accuracy"
+    chosen = records[-1].get("exported_epoch")
+    if chosen is not None:  # which weights left training (export_weights)
+        ax_acc.axvline(chosen, color="tab:green", linestyle="--", label=f"exported ({records[-1]['export_weights']})")
+        title += f"\nexported: {records[-1]['export_weights']}, epoch {chosen}"
+    ax_acc.set(title=title, xlabel="epoch", ylim=(0, 1.02))
     ax_acc.legend()
     from matplotlib.ticker import MaxNLocator
 

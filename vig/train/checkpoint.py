@@ -5,6 +5,8 @@ Layout under `<state_root>/<training_hash(cfg)>/`:
                      scaler ("scaler:"), with epoch, global step, config hash and metrics appended
   state-e0003.json   manifest written after the checkpoint: sha256 + size of the .ckpt, epoch, hash.
   trainer.lock       held (flock) by the trainer writing here: "pid N on HOST since TIME"
+  best.ckpt          the best validation epoch's weights (EMA when on), with best.json naming the epoch;
+                     written when an epoch beats the previous best, before that epoch's state.
 A state counts only when its manifest exists and the checkpoint matches it, so a crash while writing
 (or a truncated/corrupt file) is detected and the previous state is used instead. A full disk stops
 training with one line saying how much space the next state needs, before it is written if possible.
@@ -231,12 +233,42 @@ def load_state(info: StateInfo, groups: dict) -> dict:
     return {k: v for k, v in info.manifest.items() if k not in ("sha256", "size")}
 
 
-def prune_states(folder: Path, keep_last: int, keep_epochs: set[int]) -> None:
-    """Delete all but the newest `keep_last` states, sparing the epochs in `keep_epochs` (the best)."""
-    for index, path in enumerate(list_states(folder)):
-        epoch = int(STATE_RE.match(path.name).group(1))
-        if index < keep_last or epoch in keep_epochs:
-            continue
+def prune_states(folder: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` (>= 1) states: the newest, which resume needs, always stays.
+    The best epoch's weights live in best.ckpt, which pruning never touches."""
+    for path in list_states(folder)[max(keep_last, 1):]:
         for victim in (path, manifest_path(path)):
             with contextlib.suppress(FileNotFoundError):
                 victim.unlink()
+
+
+BEST_NAME = "best.ckpt"
+
+
+def save_best(folder: Path, best: dict, params: dict) -> Path:
+    """The best epoch's weights (model parameter names) then best.json naming epoch and top-1, atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / BEST_NAME
+    save_checkpoint([{"name": name, "data": p} for name, p in params.items()], ckpt)
+    write_json(manifest_path(ckpt), {"epoch": int(best["epoch"]), "top1": best["top1"], "size": ckpt.stat().st_size,
+                                     "sha256": sha256_file(ckpt)})
+    return ckpt
+
+
+def load_best(folder: Path, best: dict) -> dict:
+    """{name: Tensor} of best.ckpt, checked against its manifest and the epoch the run's state calls best."""
+    import mindspore as ms
+
+    ckpt = folder / BEST_NAME
+    if best.get("epoch") is None:
+        raise StateError(f"{folder}: export_weights best, but no epoch has been validated")
+    try:
+        manifest = json.loads(manifest_path(ckpt).read_text())
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{ckpt}: the best epoch's weights are missing or unreadable ({exc}); they are written "
+                         f"during training, so rerun with --resume none") from None
+    if manifest.get("epoch") != best["epoch"] or ckpt.stat().st_size != manifest.get("size") \
+            or sha256_file(ckpt) != manifest.get("sha256"):
+        raise StateError(f"{ckpt}: holds epoch {manifest.get('epoch')} (or differs from its manifest), but the "
+                         f"run's best epoch is {best['epoch']}; rerun with --resume none")
+    return ms.load_checkpoint(str(ckpt))

@@ -187,9 +187,18 @@ class Trainer:
         extra = {"global_step": epochs_done * self.steps_per_epoch, "history": self.history, "best": self.best,
                  "seed": self.cfg["seed"], "world_size": self.ctx.world_size}
         path = ckpt_io.save_state(self.state_dir, epochs_done, self.config_hash, self.state_groups, extra)
-        keep = {self.best["epoch"]} if self.best["epoch"] else set()
-        ckpt_io.prune_states(self.state_dir, self.cfg["keep_checkpoint_max"], keep)
+        ckpt_io.prune_states(self.state_dir, self.cfg["keep_checkpoint_max"])
         self.log(f"[state] saved {path}")
+
+    def validated_weights(self) -> dict:
+        """The weights validation measures: the EMA shadows when EMA is on."""
+        return self.ema.named_shadows() if self.ema is not None else self.net_params
+
+    def save_best(self) -> None:
+        """The best epoch's validated weights in their own file, written before the epoch's state: pruning
+        never touches them, and a state that names epoch N best always finds them (rank 0 writes)."""
+        if self.ctx.rank == 0:
+            ckpt_io.save_best(self.state_dir, self.best, self.validated_weights())
 
     # ---- loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -210,13 +219,16 @@ class Trainer:
             self.history.append(record)
             if record["val_top1"] > self.best["top1"]:
                 self.best = {"top1": record["val_top1"], "epoch": epoch + 1}
+                self.save_best()
             self.write_metrics()
             self.log(f"[epoch {epoch + 1}/{epochs}] train_loss {record['train_loss']:.4f} val_top1 "
                      f"{record['val_top1']:.4f} val_top5 {record['val_top5']:.4f} val_loss {record['val_loss']:.4f} "
                      f"{record['images/s']:.1f} img/s {record['seconds']:.1f}s")
             self.save(epoch + 1)
-        self.write_metrics()  # also when resuming a finished run: the outputs are rebuilt from the state
-        self.export()
+        choice = self.export_choice()
+        # also when resuming a finished run: the outputs are rebuilt from the state
+        self.write_metrics({"export_weights": choice, "exported_epoch": self.exported_epoch(choice)})
+        self.export(choice)
         return self.history[-1] if self.history else {}
 
     def train_epoch(self, epoch: int, run_start: float, steps_before: int, total_steps: int):
@@ -302,12 +314,23 @@ class Trainer:
         return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"],
                 "val_images": result["num_images"]}
 
-    def write_metrics(self) -> None:
+    def write_metrics(self, final: dict | None = None) -> None:
+        """metrics.jsonl; `final` (which weights left training) goes into the last epoch's record."""
         if self.ctx.rank != 0 or not self.opts.metrics:
             return
-        write_jsonl(self.opts.metrics, self.history)
+        records = list(self.history)
+        if final and records:
+            records[-1] = {**records[-1], **final}
+        write_jsonl(self.opts.metrics, records)
 
-    def export(self) -> None:
+    def export_choice(self) -> str:
+        choice = self.cfg.get("export_weights")
+        return choice or ("ema" if self.ema is not None else "last")
+
+    def exported_epoch(self, choice: str) -> int | None:
+        return self.best["epoch"] if choice == "best" else (self.history[-1]["epoch"] if self.history else None)
+
+    def export(self, choice: str) -> None:
         # every rank logs a digest of all its weights, BatchNorm statistics included: equal digests = the
         # ranks hold the model rank 0 exports (gradients all-reduced, statistics shared after each epoch)
         digest = hashlib.sha256()
@@ -316,9 +339,14 @@ class Trainer:
         self.log(f"[train] rank {self.ctx.rank} weights sha256 {digest.hexdigest()[:16]}")
         if self.ctx.rank != 0 or not self.opts.output_ckpt:
             return
-        params = self.ema.named_shadows() if self.ema is not None else self.net_params
+        if choice == "best":
+            params = ckpt_io.load_best(self.state_dir, self.best)
+        else:
+            params = self.ema.named_shadows() if choice == "ema" else self.net_params
         export_weights(self.opts.output_ckpt, params)
-        self.log(f"[train] wrote {'EMA ' if self.ema is not None else ''}weights to {self.opts.output_ckpt}")
+        kind = {"best": f"best (epoch {self.best['epoch']}, val top-1 {self.best['top1']:.4f})",
+                "ema": "EMA", "last": "last epoch's"}[choice]
+        self.log(f"[train] wrote the {kind} weights to {self.opts.output_ckpt} (export_weights: {choice})")
 
 
 def train(opts: TrainOptions) -> dict:
