@@ -152,7 +152,7 @@ def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epo
     _check_classes(split_dir, names, dcfg)
     order, batch_ids = _epoch_plan(split_dir, len(paths), batch_size, rank, world_size, seed, epoch, start_batch)
     workers = effective_workers(dcfg["num_parallel_workers"])
-    print(f"[data] train {split_dir}: {len(paths)} images, {len(names)} classes; epoch {epoch} seed {seed} "
+    print(f"[data] train {split_dir}: {len(paths)} images, {len(names)} classes; epoch {epoch} random seed {seed} "
           f"rank {rank}/{world_size}: batches {batch_ids[0]}..{batch_ids[-1]} of {batch_size}, {workers} workers",
           flush=True)
     mixer = MixupCutmix(dcfg["mix_up"], dcfg["cutmix"], dcfg["mixup_prob"], dcfg["switch_prob"],

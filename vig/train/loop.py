@@ -126,7 +126,7 @@ class Trainer:
         self.noise = StepNoise(make_drop_path_deterministic(net, self.batch_size), cfg["seed"], ctx.rank)
         unseeded = has_unseeded_randomness(net)
         if unseeded:
-            self.log(f"[train] WARNING: random cells not driven by the step seed, resume will not be exact: "
+            self.log(f"[train] WARNING: random cells not driven by the step's random seed, resume will not be exact: "
                      f"{', '.join(unseeded[:5])}")
         self.net = apply_amp(net, cfg["amp_level"])
         self.lr = build_lr_schedule(cfg, self.steps_per_epoch, ctx.world_size)
