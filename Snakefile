@@ -49,12 +49,16 @@ include: "rules/summary.smk"
 rule all:
     default_target: True
     input:
-        run_path("summary.json"),
-        [run_path(f"report/{picture}.png") for picture in PLOTS],
-        [
-            run_path("report/patch_graph.png"),
-            run_path("report/graph_health.png"),
-        ]
-        if DRAWS_GRAPH
-        else [],
+        [run_path("train/plan.json")]  # train.plan: the time plan only
+        if PLAN_ONLY
+        else [
+            run_path("summary.json"),
+            [run_path(f"report/{picture}.png") for picture in PLOTS],
+            [
+                run_path("report/patch_graph.png"),
+                run_path("report/graph_health.png"),
+            ]
+            if DRAWS_GRAPH
+            else [],
+        ],
     localrule: True

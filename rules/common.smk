@@ -67,6 +67,8 @@ def weights_setting(key, value):
 
 # train.from_weights: deploy these weights as they are (no training); train.pretrained (or the model
 # YAML's seed key `pretrained`): start training from them
+# train.plan: time the configured training (train.py --plan) instead of running the workflow
+PLAN_ONLY = config.get("train", {}).get("plan", False)
 FROM_WEIGHTS = weights_setting(
     "train.from_weights", config.get("train", {}).get("from_weights")
 )

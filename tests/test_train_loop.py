@@ -244,3 +244,30 @@ def test_export_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
         assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["export_weights"] == choice
         for name, value in weights(out / "weights.ckpt").items():
             np.testing.assert_array_equal(value, last_state[f"{group}:{name}"], err_msg=f"{choice} {name}")
+
+
+def test_plan_times_real_steps_and_projects_without_training(tmp_path):
+    """train.py --plan: the configured global batch, scaled LR and steps, measured s/step and img/s beside the
+    pipeline's, and a projection made of them; it trains nothing and saves no state."""
+    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 40 images: 5 steps of 8
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML.replace("lr_linear_scaling: false", "lr_linear_scaling: true"))
+    out = tmp_path / "plan"
+    result = subprocess.run(train_command(config, data, out, "--plan", "--plan_steps", "3", "--plan_output",
+                                          str(out / "plan.json")), env=env(), timeout=300, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = json.loads((out / "plan.json").read_text())
+    assert (plan["global_batch"], plan["accumulation_step"], plan["ranks"], plan["steps_per_epoch"]) == (8, 1, 1, 5)
+    assert plan["lr_scale"] == 8 / 512 and np.isclose(plan["lr_peak"], 0.002 * 8 / 512)
+    assert plan["steps_timed"] == 3 and plan["s_per_step"] > 0 and plan["pipeline_images_per_s"] > 0
+    assert np.isclose(plan["images_per_s"], 8 / plan["s_per_step"])
+    assert plan["val_batches_per_epoch"] == 3  # 20 val images in batches of 8
+    epoch_s = 5 * plan["s_per_step"] + 3 * plan["val_batch_s"] + plan["pipeline_startup_s"]
+    assert np.isclose(plan["epoch_s"], epoch_s) and plan["projected_s"] > 3 * epoch_s
+    assert plan["slurm_runtime_minutes"] >= plan["projected_s"] * 1.25 / 60
+    for line in ("global batch 8 = batch 8 x 1 rank(s) x accumulation 1", "steps per epoch 5",
+                 "measured over 3 steps after 2 warm-up", "data pipeline alone", "projected:"):
+        assert line in result.stdout, line
+    assert not (out / "weights.ckpt").exists() and not (out / "metrics.jsonl").exists()
+    assert not list((out / "state").glob("*/state-e*")) and not list((out / "state").glob("*/best*"))

@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                         help="auto: newest valid state in the config's state folder (default); none: start fresh; "
                              "PATH: that state file, refused if its config hash differs")
+    plan = parser.add_argument_group("time plan (instead of training)")
+    plan.add_argument("--plan", action="store_true",
+                      help="build the model and data pipeline for this topology, time a burst of real steps after "
+                           "warm-up, print global batch, accumulation, scaled LR, steps per epoch, s/step, img/s "
+                           "(and the pipeline's alone) and the projected wall time of the configured epochs; "
+                           "trains nothing, saves no state")
+    plan.add_argument("--plan_steps", type=int, default=20, metavar="N",
+                      help="timed steps of --plan, after 2 warm-up steps (default %(default)s)")
+    plan.add_argument("--plan_output", metavar="JSON", help="also write the plan as JSON (rank 0)")
     add_launch_arguments(parser)
     add_config_key_flags(parser, DEFAULTS)
     return parser
@@ -70,15 +79,33 @@ def run(argv=None) -> int:
         folder = checkpoint.state_dir(args.state_root, training_hash(cfg))
         checkpoint.lock_state_folder(folder).close()
         checkpoint.ensure_room_for_state(folder)
+    if args.plan_steps < 1:
+        raise UsageError(f"--plan_steps {args.plan_steps}: expected at least 1 timed step")
     code, ctx = launch_or_init(args, cfg, __file__, argv)
     if code is not None:
         return code
+    if args.plan:
+        return print_plan(args, cfg, data_url, ctx)
 
     from vig.train.loop import TrainOptions, train
 
     output_ckpt = args.output_ckpt or str(Path("ckpt_0") / f"{cfg['arch']}.ckpt")
     train(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, output_ckpt=output_ckpt,
                        metrics=args.metrics, resume=args.resume, log_dir=args.log_dir, ctx=ctx))
+    return 0
+
+
+def print_plan(args, cfg, data_url, ctx) -> int:
+    from vig.io import write_json
+    from vig.train.loop import TrainOptions
+    from vig.train.plan import format_plan, make_plan
+
+    plan = make_plan(TrainOptions(cfg=cfg, data_url=data_url, state_root=args.state_root, log_dir=args.log_dir,
+                                  ctx=ctx), steps=args.plan_steps)
+    if ctx.rank == 0:
+        print(format_plan(plan), flush=True)
+        if args.plan_output:
+            write_json(args.plan_output, plan)
     return 0
 
 
