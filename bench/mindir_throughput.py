@@ -10,7 +10,7 @@ Then, alternating for `--rounds` rounds, each in a fresh subprocess on the same 
 
 - `eval`: the network built from the config with the compiled CPU kernels, the checkpoint loaded, eval
   mode, GRAPH_MODE - the forward of the evaluation step (vig/train/evaluate.py) without its loss/top-5;
-- `eval_native`: the same with MindSpore's native ops only (`VIG_NATIVE_OPS`), i.e. the graph the MINDIR
+- `eval_native`: the same with MindSpore's native ops only (`ops="native"`), i.e. the graph the MINDIR
   holds, run in the framework;
 - `mindir`: `nn.GraphCell(mindspore.load(file))`, as vig/deploy/infer.py runs it.
 
@@ -103,7 +103,7 @@ def run_worker(args) -> dict:
         import time
 
         from vig.config import build_model
-        from vig.deploy.export import export_model, native_ops
+        from vig.deploy.export import export_model
         from vig.weights import load_weights
 
         ms.set_seed(0)
@@ -114,8 +114,8 @@ def run_worker(args) -> dict:
         # the parity check of the export (PyNative forwards) is skipped: this bench compares outputs itself
         export_model(cfg, args.checkpoint, args.mindir, check=False, log=log)
         export_s = time.perf_counter() - start
-        with native_ops():  # what the MINDIR must reproduce: the same network with the same (native) ops
-            reference = build_model(cfg)
+        # what the MINDIR must reproduce: the same network with the same (native) ops
+        reference = build_model(cfg, ops="native")
         load_weights(reference, args.checkpoint, log=log)
         reference.set_train(False)
         np.save(args.logits, reference(ms.Tensor(np.load(args.images))).asnumpy())
@@ -124,14 +124,10 @@ def run_worker(args) -> dict:
     images = ms.Tensor(np.load(args.images))
     if args.worker in ("eval", "eval_native"):
         from vig.config import build_model
-        from vig.deploy.export import native_ops
         from vig.weights import load_weights
 
-        if args.worker == "eval_native":  # the graph the MINDIR holds, run in the framework
-            with native_ops():
-                net = build_model(cfg, training=False)
-        else:
-            net = build_model(cfg, training=False)
+        # eval_native: the graph the MINDIR holds, run in the framework
+        net = build_model(cfg, training=False, ops="native" if args.worker == "eval_native" else "auto")
         load_weights(net, args.checkpoint, log=log)
         net.set_train(False)
         step = net  # a Cell called in GRAPH_MODE compiles once, like _EvalForward in evaluate()
@@ -159,10 +155,6 @@ def drive(args) -> dict:
 
     result = {"machine": machine_info(), "batch": args.batch, "image_size": args.image_size,
               "jit_level": args.jit_level or "default", "results": []}
-    env_native = os.environ.get("VIG_NATIVE_OPS")
-    if env_native not in (None, "", "0"):
-        raise SystemExit("VIG_NATIVE_OPS is set: the eval side would not use the compiled kernels it is "
-                         "meant to measure; unset it")
     with tempfile.TemporaryDirectory(prefix="vig-mindir-bench-") as tmp:
         images = os.path.join(tmp, "images.npy")
         rng = np.random.default_rng(0)

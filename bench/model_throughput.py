@@ -14,7 +14,7 @@ of the block's shape). With `--original`, the same images go through the origina
 subprocess of `--torch_python` (torch threads = `--threads`), alternating with the MindSpore run for
 `--rounds` rounds; `ratio` = MindSpore time / original time (<= 1.0 means at least as fast), and
 `cpu_ratio` the same for CPU seconds per step (steadier when other jobs share the machine).
-`--native` disables the compiled kernels (VIG_NATIVE_OPS=1) to measure MindSpore's own ops.
+`--native` builds the model with MindSpore's own ops only (vig.ops setting "native", no compiled kernels).
 """
 from __future__ import annotations
 
@@ -63,8 +63,6 @@ def median_time(step, warmup: int, repeats: int) -> dict:
 # ---------------------------------------------------------------------------------------------------
 def run_mindspore_case(args) -> dict:
     os.environ.setdefault("GLOG_v", "3")
-    if args.native:
-        os.environ["VIG_NATIVE_OPS"] = "1"
     import numpy as np
     import mindspore as ms
     from mindspore import nn
@@ -78,7 +76,7 @@ def run_mindspore_case(args) -> dict:
         from vig.runtime import set_cpu_threads
         set_cpu_threads(args.ms_threads if args.ms_threads > 0 else None)
     ms.set_seed(0)
-    net = create_model(args.model, image_size=args.image_size)
+    net = create_model(args.model, image_size=args.image_size, ops="native" if args.native else "auto")
     images = ms.Tensor(np.load(args.images))
     if args.case == "knn":
         return {"blocks": time_knn_blocks(net, images.shape[0], args), "batch": int(images.shape[0])}
@@ -273,7 +271,7 @@ def parse_args(argv=None):
                    help="MindSpore CPU op threads: -1 one per available core (vig.runtime.set_cpu_threads, "
                         "the default), 0 MindSpore's own default (25), N > 0 exactly N")
     p.add_argument("--jit_level", default="O0", choices=("O0", "O1"))
-    p.add_argument("--native", action="store_true", help="MindSpore's own ops only (VIG_NATIVE_OPS=1)")
+    p.add_argument("--native", action="store_true", help="MindSpore's own ops only (vig.ops setting \"native\")")
     p.add_argument("--output", help="also write the JSON here")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

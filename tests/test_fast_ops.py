@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (vig/models/kernels) against MindSpore's native ops: forward and gradient.
+"""The compiled CPU kernels (vig/ops/kernels.py) against MindSpore's native ops: forward and gradient.
 
 Each kernel must compute the same function as the native path it replaces, so that checkpoints and
 results do not depend on which path ran. Small shapes keep this file well under a minute.
@@ -10,7 +10,8 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from vig.models import create_model, kernels
+from vig import ops as vig_ops
+from vig.models import create_model
 from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
 from vig.models.layers import GELU, BatchNorm2d, Conv2d
 
@@ -59,26 +60,28 @@ def mode(request):
     ms.set_context(mode=previous)
 
 
-def test_kernels_are_used_on_cpu_and_disabled_by_env(monkeypatch):
-    assert GELU().kernel is not None
-    assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is not None
-    assert Conv2d(3, 8, 1).bias_kernel is not None and Conv2d(3, 8, 1, bias=False).bias_kernel is None
-    assert BatchNorm2d(4).train_kernel is not None
-    assert Conv2d(3, 8, 1, groups=1).conv1x1_kernel is not None and Conv2d(3, 8, 3, 2, 1).conv1x1_kernel is not None
-    assert Conv2d(3, 8, 3, 2, 1, impl="native").conv1x1_kernel is None  # a strided k x k conv is not a product
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    assert GELU().kernel is None
-    assert Conv2d(3, 8, 3, 2, 1).im2col_kernel is None
-    assert Conv2d(3, 8, 1).bias_kernel is None
-    assert BatchNorm2d(4).train_kernel is None
-    assert Conv2d(3, 8, 1).conv1x1_kernel is None
-    assert DilatedKnnGraph(4, 2).kernel is None
+def test_kernels_are_used_on_cpu_and_disabled_by_the_native_setting():
+    assert GELU().gelu.implementation == "kernel"
+    assert Conv2d(3, 8, 3, 2, 1).conv.im2col.implementation == "kernel"
+    assert Conv2d(3, 8, 1).bias_add.implementation == "kernel" and Conv2d(3, 8, 1, bias=False).bias_add is None
+    assert BatchNorm2d(4).norm.implementation == "kernel"
+    assert Conv2d(3, 8, 1, groups=1).conv.implementation == "kernel"
+    assert Conv2d(3, 8, 3, 2, 1).conv.product.implementation == "kernel"
+    assert Conv2d(3, 8, 3, 2, 1, impl="direct").conv.implementation == "native"  # a strided k x k conv is not a product
+    assert DilatedKnnGraph(4, 2).knn.implementation == "kernel"
+    with vig_ops.use("native"):
+        assert GELU().gelu.implementation == "native"
+        assert Conv2d(3, 8, 3, 2, 1).conv.im2col.implementation == "native"
+        assert Conv2d(3, 8, 1).bias_add.implementation == "native"
+        assert BatchNorm2d(4).norm.implementation == "native"
+        assert Conv2d(3, 8, 1).conv.implementation == "native"
+        assert DilatedKnnGraph(4, 2).knn.implementation == "native"
 
 
 def test_gelu_matches_native_erf_gelu(mode):  # both modes: the custom bprop must compile in a graph
     x = tensor(2, 16, 9, 7, scale=3.0)  # 2016 elements: not a multiple of the kernel's block
     fast = GELU()
-    assert fast.kernel is not None
+    assert fast.gelu.implementation == "kernel"
     native = nn.GELU(approximate=False)
     np.testing.assert_allclose(fast(x).asnumpy(), native(x).asnumpy(), rtol=0, atol=2e-6)
     w = tensor(*x.shape)
@@ -96,9 +99,9 @@ def test_gelu_value_does_not_depend_on_position():
 @pytest.mark.parametrize("cin,cout,size,stride", [(3, 8, 17, 2), (6, 5, 8, 1)])
 def test_im2col_conv_matches_native_conv(pynative, cin, cout, size, stride):
     fast = Conv2d(cin, cout, 3, stride, 1, impl="im2col")
-    slices = Conv2d(cin, cout, 3, stride, 1, impl="im2col")
-    slices.im2col_kernel = None
-    native = Conv2d(cin, cout, 3, stride, 1, impl="native")
+    with vig_ops.use("auto", im2col="native"):
+        slices = Conv2d(cin, cout, 3, stride, 1, impl="im2col")
+    native = Conv2d(cin, cout, 3, stride, 1, impl="direct")
     bias = tensor(cout)
     for conv in (fast, slices, native):
         conv.weight.set_data(fast.weight.data.copy())
@@ -116,9 +119,9 @@ def test_im2col_conv_matches_native_conv(pynative, cin, cout, size, stride):
 @pytest.mark.parametrize("cin,cout,groups", [(6, 10, 1), (8, 12, 4)])
 def test_conv1x1_kernel_matches_native_conv(mode, cin, cout, groups):
     fast = Conv2d(cin, cout, 1, groups=groups, bias=False)
-    native = Conv2d(cin, cout, 1, groups=groups, bias=False)
-    assert fast.conv1x1_kernel is not None
-    native.conv1x1_kernel = None
+    with vig_ops.use("auto", pointwise_conv="native"):
+        native = Conv2d(cin, cout, 1, groups=groups, bias=False)
+    assert fast.conv.implementation == "kernel"
     native.weight.set_data(fast.weight.data.copy())
     x = tensor(3, cin, 7, 5)
     out = fast(x).asnumpy()
@@ -145,7 +148,7 @@ def bn_step(bn, x, weight):
 @pytest.mark.parametrize("shape", [(4, 6, 5, 7), (3, 5, 11, 1)])
 def test_batch_norm_kernel_matches_native(mode, shape):
     fast, native = BatchNorm2d(shape[1]), nn.BatchNorm2d(shape[1], eps=1e-5, momentum=0.9)
-    assert fast.train_kernel is not None
+    assert fast.norm.implementation == "kernel"
     gamma, beta = tensor(shape[1]), tensor(shape[1])
     for bn in (fast, native):
         bn.gamma.set_data(gamma.copy())
@@ -163,8 +166,8 @@ def test_batch_norm_kernel_matches_native(mode, shape):
 
 def test_bias_add_kernel_matches_broadcast_add(mode):
     fast = Conv2d(6, 5, 1)
-    native = Conv2d(6, 5, 1)
-    native.bias_kernel = None
+    with vig_ops.use("auto", bias_add="native"):
+        native = Conv2d(6, 5, 1)
     bias = tensor(5)
     for conv in (fast, native):
         conv.weight.set_data(fast.weight.data.copy())
@@ -188,7 +191,7 @@ def native_max_relative(x, y, idx):
 def test_max_relative_matches_gather_max_interleave(mode, keys):
     x, y = tensor(2, 8, 10, 1), tensor(2, 8, keys, 1)
     idx = Tensor(RNG.integers(0, keys, (2, 10, 4)).astype(np.int32))
-    op = kernels.max_relative()
+    op = vig_ops.kernels.MaxRelative().max_relative  # the primitive: its argmax output too
     value, arg = op(x, y, idx)
     np.testing.assert_array_equal(value.asnumpy(), native_max_relative(x, y, idx).asnumpy())
     picked = np.take_along_axis(y.asnumpy()[..., 0], arg.asnumpy()[..., 0], axis=2)
@@ -212,11 +215,11 @@ def test_max_relative_matches_gather_max_interleave(mode, keys):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
-def test_mrconv_gradient_matches_native(pynative, monkeypatch):
+def test_mrconv_gradient_matches_native(pynative):
     fast = MRConv(8, 16)
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    native = MRConv(8, 16)
-    assert fast.max_relative is not None and native.max_relative is None
+    with vig_ops.use("native"):
+        native = MRConv(8, 16)
+    assert fast.max_relative.implementation == "kernel" and native.max_relative.implementation == "native"
     ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
     x = tensor(2, 8, 12, 1)
     idx = Tensor(RNG.integers(0, 12, (2, 12, 3)).astype(np.int32))
@@ -226,11 +229,11 @@ def test_mrconv_gradient_matches_native(pynative, monkeypatch):
 
 
 @pytest.mark.parametrize("k,dilation,keys,relative", [(4, 1, None, False), (3, 2, None, False), (3, 2, 9, True)])
-def test_fused_knn_matches_native_knn(pynative, monkeypatch, k, dilation, keys, relative):
+def test_fused_knn_matches_native_knn(pynative, k, dilation, keys, relative):
     fast = DilatedKnnGraph(k, dilation)
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    native = DilatedKnnGraph(k, dilation)
-    assert fast.kernel is not None and native.kernel is None
+    with vig_ops.use("native"):
+        native = DilatedKnnGraph(k, dilation)
+    assert fast.knn.implementation == "kernel" and native.knn.implementation == "native"
     # random float features: exact distance ties (where the two top-k orders may differ) do not occur
     x = tensor(2, 16, 36, 1)
     y = tensor(2, 16, keys, 1) if keys else None
@@ -248,7 +251,7 @@ def loss_function(net):
     return loss_of
 
 
-def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
+def test_tiny_model_training_step_matches_native(graph_mode):
     """A whole ViG (every kernel and its bprop, in graph mode): loss, gradients and BatchNorm running
     statistics as with the native ops. Through BatchNorm over only 32 values per channel, this tiny
     model's gradients move by ~1e-4 of their scale when the input moves by one float32 rounding, with the
@@ -257,8 +260,7 @@ def test_tiny_model_training_step_matches_native(graph_mode, monkeypatch):
     kw = dict(num_classes=5, channels=(16,), blocks=(2,), k=3, image_size=32, stem_stride=8)
     ms.set_seed(0)
     fast = create_model("vig_ti_224_gelu", **kw)
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    native = create_model("vig_ti_224_gelu", **kw)
+    native = create_model("vig_ti_224_gelu", ops="native", **kw)
     ms.load_param_into_net(native, {p.name: p for p in fast.get_parameters()})
     x, labels = tensor(2, 3, 32, 32), Tensor(np.array([1, 3], np.int32))
     results = []

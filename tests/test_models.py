@@ -8,6 +8,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from conftest import TINY_ISOTROPIC, TINY_PYRAMID
+from vig import ops as vig_ops
 from vig.models import count_parameters, create_model, list_models, trace_forward
 from vig.models.graph import (DilatedKnnGraph, EdgeConv, GINConv, GraphSAGE, MRConv,
                               relative_position_bias, _resize_axis_bicubic)
@@ -72,14 +73,13 @@ def gather_np(x, idx):
 
 
 @pytest.fixture(params=["kernels", "native"])
-def ops_impl(request, monkeypatch):
-    """Cells built with the compiled CPU kernels, or with MindSpore's own ops (VIG_NATIVE_OPS=1: what
-    the exported MINDIR runs, whose eval-mode formulations differ from training's)."""
-    if request.param == "native":
-        monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    else:
+def ops_impl(request):
+    """Cells built with the compiled CPU kernels, or with MindSpore's own ops (vig.ops setting "native":
+    what the exported MINDIR runs, whose eval-mode formulations differ from training's)."""
+    if request.param == "kernels":
         request.getfixturevalue("compiled_kernels")  # skipped without g++, failed if its build fails
-    return request.param
+    with vig_ops.use("auto" if request.param == "kernels" else "native"):
+        yield request.param
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_stochastic_dilation_only_in_training(pynative):
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 def test_native_max_of_neighbours_equals_gather_then_max_with_ties(mode):
     """The eval-mode gather-max (one gather per neighbour, Maximum) is exact, ties and reduced keys too."""
-    from vig.models.graph import gather_neighbours, max_of_neighbours
+    from vig.ops.native import gather_neighbours, max_of_neighbours
 
     rng = np.random.default_rng(11)
     y = rng.integers(-3, 3, size=(2, 8, 5, 1)).astype(np.float32)  # few values: many ties
@@ -184,14 +184,15 @@ def test_native_max_of_neighbours_equals_gather_then_max_with_ties(mode):
     np.testing.assert_array_equal(got.asnumpy()[..., 0], gather_np(y[..., 0], idx.asnumpy()).max(-1))
 
 
-def test_without_kernels_eval_convs_use_the_native_operator_and_training_the_slices(pynative, monkeypatch):
+def test_without_kernels_eval_convs_use_the_native_operator_and_training_the_slices(pynative):
     """Without the im2col kernel, inference (the MINDIR) runs the native conv (much faster there);
     training keeps the slices, whose sums equal the kernel's, so gradients match it."""
     from vig.models.layers import Conv2d
 
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
-    auto, native, slices = (Conv2d(5, 7, 3, 2, 1, impl=impl) for impl in ("auto", "native", "im2col"))
-    assert auto.im2col_kernel is None and auto.native_in_eval and not slices.native_in_eval
+    with vig_ops.use("native"):
+        auto, native, slices = (Conv2d(5, 7, 3, 2, 1, impl=impl) for impl in ("auto", "direct", "im2col"))
+    assert auto.conv.im2col.implementation == "native" and auto.conv.direct_in_eval
+    assert not slices.conv.direct_in_eval
     rng = np.random.default_rng(12)
     weight, bias = rng.standard_normal((7, 5, 3, 3)), rng.standard_normal(7)
     for conv in (auto, native, slices):
@@ -442,7 +443,7 @@ def test_im2col_conv_equals_native_conv_forward_and_backward(mode, stride, size)
         rng = np.random.default_rng(8)
         x = Tensor(rng.standard_normal((2, 5) + size).astype(np.float32))
         fast = Conv2d(5, 7, 3, stride, 1, impl="im2col")
-        native = Conv2d(5, 7, 3, stride, 1, impl="native")
+        native = Conv2d(5, 7, 3, stride, 1, impl="direct")
         native.weight.set_data(fast.weight.data)
         native.bias.set_data(Tensor(rng.standard_normal(7).astype(np.float32)))
         fast.bias.set_data(native.bias.data)

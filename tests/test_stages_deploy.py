@@ -13,7 +13,7 @@ from PIL import Image
 
 from vig.config import build_model, load_model_config
 from vig.data import eval_transforms, load_rgb
-from vig.deploy.export import export_model, native_ops
+from vig.deploy.export import export_model
 from vig.deploy.infer import run_inference
 from vig.deploy.postprocess import accuracy
 from vig.deploy.preprocess import preprocess_split
@@ -52,8 +52,7 @@ def chain(tmp_path_factory):
             for i in range(n):
                 pixels = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / "data" / split / cls / f"{split}_{cls}{i}.JPEG", quality=90)
-    with native_ops():
-        net = build_model(cfg, training=False)
+    net = build_model(cfg, training=False, ops="native")
     ms.save_checkpoint(net, str(root / "tiny.ckpt"), append_dict={"epoch_num": 2, "step_num": 10})
     labels = preprocess_split(cfg, root / "data", "val", root / "bins", root / "imagenet_label.json", log=quiet)
     return {"root": root, "cfg": cfg, "net": net, "labels": labels}

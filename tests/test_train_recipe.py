@@ -179,19 +179,20 @@ def test_train_step_update_equals_unscale_then_clip_by_global_norm(graph_mode, c
         np.testing.assert_allclose(old - p.asnumpy(), g.asnumpy(), rtol=1e-4, atol=1e-7, err_msg=p.name)
 
 
-def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative, monkeypatch):
-    # MindSpore's own ops, as on GPU/Ascend (O2 with the CPU kernels: the test below)
-    monkeypatch.setenv("VIG_NATIVE_OPS", "1")
+def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative):
     import mindspore as ms
     from mindspore import Tensor
 
+    from vig import ops as vig_ops
     from vig.models import create_model
     from vig.train.loss import SoftTargetCrossEntropy
     from vig.train.optim import build_optimizer
     from vig.train.step import TrainStep, apply_amp, build_loss_scaler
 
     ms.set_seed(0)
-    net = apply_amp(create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC), "O2")
+    # MindSpore's own ops, as on GPU/Ascend (O2 with the CPU kernels: the test below)
+    with vig_ops.use("native"):
+        net = apply_amp(create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC), "O2")
     net.set_train(True)
     x = Tensor(np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32))
     logits = net(x).asnumpy()  # amp returns float32, but computed in float16: every value is a float16
@@ -199,7 +200,8 @@ def test_o2_runs_the_network_in_float16_with_a_float32_loss(pynative, monkeypatc
     assert all(p.dtype == ms.float32 for p in net.trainable_params())  # master weights stay float32
     cfg = _cfg(epochs=1, amp_level="O2", is_dynamic_loss_scale=True)
     opt = build_optimizer(cfg, net, build_lr_schedule(cfg, 2))
-    step = TrainStep(net, SoftTargetCrossEntropy(), opt, build_loss_scaler(cfg), clip_norm=5.0)
+    with vig_ops.use("native"):
+        step = TrainStep(net, SoftTargetCrossEntropy(), opt, build_loss_scaler(cfg), clip_norm=5.0)
     before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     loss, finite, scale = step(x, Tensor(np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]))
     assert loss.dtype == ms.float32 and np.isfinite(float(loss.asnumpy()))
@@ -217,8 +219,9 @@ def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request, comp
     # PyNative amp cast the im2col kernel's input to float16 after the cell's float32 check
     request.getfixturevalue(mode)
     import mindspore as ms
-    from mindspore import Tensor, ops
+    from mindspore import Tensor
 
+    from vig import ops as vig_ops
     from vig.models import create_model
     from vig.train.loss import SoftTargetCrossEntropy
     from vig.train.optim import build_optimizer
@@ -226,7 +229,7 @@ def test_o2_trains_one_step_on_cpu_with_the_compiled_kernels(mode, request, comp
 
     ms.set_seed(0)
     net = create_model("vig_ti_224_gelu", num_classes=10, **TINY_ISOTROPIC)
-    had_kernels = any(isinstance(v, ops.Custom) for _, cell in net.cells_and_names() for v in vars(cell).values())
+    had_kernels = "kernel" in vig_ops.implementations(net).values()
     assert had_kernels  # the kernel path is the one that failed
     net = apply_amp(net, "O2")
     net.set_train(True)

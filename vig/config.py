@@ -238,8 +238,9 @@ def training_hash(cfg: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def build_model(cfg: dict, training: bool = False):
-    """The network a config describes (drop-path only matters in training mode)."""
+def build_model(cfg: dict, training: bool = False, ops: str | None = None):
+    """The network a config describes (drop-path only matters in training mode); `ops` is the vig.ops
+    setting it is built with ("auto", "native"; None: the one in force)."""
     from .models import create_model
 
     overrides = dict(cfg.get("model_overrides") or {})
@@ -247,6 +248,6 @@ def build_model(cfg: dict, training: bool = False):
     if cfg.get("drop_rate"):
         overrides.setdefault("drop_rate", cfg["drop_rate"])
     model = create_model(cfg["arch"], num_classes=cfg["num_classes"], drop_path_rate=cfg["drop_path_rate"],
-                         **overrides)
+                         ops=ops, **overrides)
     model.set_train(training)
     return model

@@ -6,7 +6,6 @@ strictly by vig.weights.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -20,19 +19,6 @@ class ExportCheckError(RuntimeError):
     """The exported file does not reproduce the network it was exported from."""
 
 
-@contextlib.contextmanager
-def native_ops():
-    """Build cells with MindSpore's own ops only: the compiled CPU kernels (vig/models/kernels) are
-    `ops.Custom` calls into a local .so, which neither an Ascend 310 nor another machine can run."""
-    previous = os.environ.get("VIG_NATIVE_OPS")
-    os.environ["VIG_NATIVE_OPS"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["VIG_NATIVE_OPS"]
-        else:
-            os.environ["VIG_NATIVE_OPS"] = previous
 
 
 def check_file_format(file_format: str, device_target: str) -> None:
@@ -114,8 +100,9 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
         raise ValueError(f"{output}: expected a file name ending in {suffix} for file_format {file_format}")
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"{checkpoint}: weights file not found")
-    with native_ops():
-        net = build_model(cfg, training=False)
+    # MindSpore's own ops only: the compiled CPU kernels are `ops.Custom` calls into a local .so, which
+    # neither an Ascend 310 nor another machine can run
+    net = build_model(cfg, training=False, ops="native")
     load_weights(net, checkpoint, log=log, tag="[export]", target=cfg["arch"])
     net.set_train(False)
     size = cfg["image_size"]

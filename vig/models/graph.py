@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-import mindspore as ms
 
-from . import kernels
+from .. import ops as vig_ops
+from ..ops.native import gather_neighbours
 from .layers import Conv2d, DropPath, Identity, activation, batch_norm, conv_bn
 
 GRAPH_CONVS = ("mr", "edge", "sage", "gin")
@@ -22,26 +22,9 @@ GRAPH_CONVS = ("mr", "edge", "sage", "gin")
 # ----------------------------------------------------------------------------------------------
 # kNN graph
 # ----------------------------------------------------------------------------------------------
-def l2_normalize(x, axis: int = 1, eps: float = 1e-12):
-    """F.normalize(p=2): x / max(||x||, eps)."""
-    norm = ops.sqrt((x * x).sum(axis=axis, keepdims=True))
-    return x / ops.maximum(norm, eps)
-
-
-def pairwise_distance(x, y, y_cols=None, y_sq=None):
-    """Squared Euclidean distance ||x||^2 - 2 x.y + ||y||^2 between rows; x (B, N, C), y (B, M, C).
-
-    `y_cols` (y as (B, C, M)) and `y_sq` ((B, 1, M)), when the caller has them, save the Transposes that
-    would rebuild them; the values are the same bits either way."""
-    inner = ops.matmul(x, y.transpose(0, 2, 1) if y_cols is None else y_cols)
-    x_sq = (x * x).sum(axis=-1, keepdims=True)
-    if y_sq is None:
-        y_sq = (y * y).sum(axis=-1, keepdims=True).transpose(0, 2, 1)
-    return x_sq - 2.0 * inner + y_sq
-
-
 class DilatedKnnGraph(nn.Cell):
-    """Neighbour indices of every node: the k*d nearest keys, then every d-th of them.
+    """Neighbour indices of every node: the k*d nearest keys by cosine, then every d-th of them
+    (vig.ops.dilated_knn).
 
     With `stochastic` (training only) a batch draws, with probability `epsilon`, k random neighbours
     out of the k*d nearest instead of the regular dilation.
@@ -51,60 +34,11 @@ class DilatedKnnGraph(nn.Cell):
         super().__init__()
         self.k, self.dilation = int(k), int(dilation)
         self.stochastic, self.epsilon = bool(stochastic), float(epsilon)
-        # Fused normalise + distance + top-k + dilation on CPU (vig/models/kernels); the stochastic
-        # variant needs all k*d candidates, so it keeps the native ops.
-        self.kernel = kernels.dilated_knn(self.k, False) if not self.stochastic else None
-        self.kernel_rel = kernels.dilated_knn(self.k, True) if not self.stochastic else None
-        self.geometry = kernels.geometry(self.k, self.dilation)
+        self.knn = vig_ops.dilated_knn(self.k, self.dilation, self.stochastic, self.epsilon)
 
     def construct(self, x, y=None, relative_pos=None):
         """x: (B, C, N, 1) queries, y: (B, C, M, 1) keys (x itself when None) -> (B, N, k) int32."""
-        x = ops.stop_gradient(x)
-        if self.kernel is not None and x.dtype == ms.float32:
-            keys = x if y is None else ops.stop_gradient(y)
-            if relative_pos is None:
-                return ops.stop_gradient(self.kernel(x, keys, self.geometry))
-            return ops.stop_gradient(self.kernel_rel(x, keys, relative_pos, self.geometry))
-        xn = l2_normalize(x.squeeze(-1), axis=1)  # (B, C, N)
-        xq = xn.transpose(0, 2, 1)  # (B, N, C)
-        if y is None:  # the keys are the queries: reuse their (B, C, N) layout and squared norms
-            dist = pairwise_distance(xq, xq, xn, (xq * xq).sum(axis=-1, keepdims=True).transpose(0, 2, 1))
-        else:
-            yn = l2_normalize(ops.stop_gradient(y).squeeze(-1), axis=1)
-            dist = pairwise_distance(xq, yn.transpose(0, 2, 1), yn)
-        if relative_pos is not None:
-            dist = dist + relative_pos
-        _, idx = ops.topk(-dist, self.k * self.dilation)
-        idx = ops.stop_gradient(idx.astype(ms.int32))
-        dilated = idx[:, :, ::self.dilation]
-        if self.stochastic and self.training and self.dilation > 1:
-            pick = ops.sort(ops.rand((self.k * self.dilation,)))[1][:self.k]
-            random_k = ops.gather(idx, pick.astype(ms.int32), 2)
-            use_random = ops.rand((1,)) < self.epsilon
-            dilated = ops.select(use_random.reshape(1, 1, 1), random_k, dilated)
-        return dilated
-
-
-def max_of_neighbours(x, idx):
-    """max over j of gather_neighbours(x, idx)[..., j] -> (B, C, N, 1), exactly, for inference.
-
-    One (B, N) gather per neighbour folded with Maximum: ~3x faster on CPU than gathering (B, N*k, C),
-    transposing and ArgMaxWithValue (whose argmax the training path keeps for its gradient)."""
-    feats = x.squeeze(-1).transpose(0, 2, 1)  # (B, M, C)
-    out = ops.gather(feats, idx[:, :, 0], 1, batch_dims=1)  # (B, N, C)
-    for j in range(1, idx.shape[2]):
-        out = ops.maximum(out, ops.gather(feats, idx[:, :, j], 1, batch_dims=1))
-    return out.transpose(0, 2, 1).expand_dims(-1)
-
-
-def gather_neighbours(x, idx):
-    """x: (B, C, M, 1) key features, idx: (B, N, k) -> (B, C, N, k) neighbour features.
-
-    Reshapes use -1 for the batch: the exported graph keeps a dynamic batch dimension."""
-    n, k, c = idx.shape[1], idx.shape[2], x.shape[1]
-    feats = x.squeeze(-1).transpose(0, 2, 1)  # (B, M, C)
-    out = ops.gather(feats, idx.reshape(-1, n * k), 1, batch_dims=1)  # (B, N*k, C)
-    return out.reshape(-1, n, k, c).transpose(0, 3, 1, 2)
+        return self.knn(x, y, relative_pos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,20 +55,10 @@ class MRConv(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int, act: str = "gelu"):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels, act)
-        self.max_relative = kernels.max_relative()  # fused gather + max + interleave on CPU, None elsewhere
+        self.max_relative = vig_ops.max_relative()
 
     def construct(self, x, idx, y=None):
-        keys = x if y is None else y
-        if self.max_relative is not None and keys.dtype == ms.float32:
-            return self.nn(self.max_relative(x, keys, idx)[0])
-        # max_j(x_j - x_i) == max_j(x_j) - x_i exactly (subtraction is monotonic), one subtract less.
-        if self.training:
-            rel = ops.max(gather_neighbours(keys, idx), axis=-1, keepdims=True)[0] - x
-        else:  # e.g. the exported MINDIR
-            rel = max_of_neighbours(keys, idx) - x
-        c, n = x.shape[1], x.shape[2]
-        inter = ops.cat([x.expand_dims(2), rel.expand_dims(2)], axis=2).reshape(-1, 2 * c, n, 1)
-        return self.nn(inter)
+        return self.nn(self.max_relative(x, y, idx))
 
 
 class EdgeConv(nn.Cell):

@@ -23,11 +23,16 @@ def model_entry(name: str) -> dict:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0, **overrides):
+def create_model(name: str, num_classes: int = 1000, drop_path_rate: float = 0.0, ops: str | None = None,
+                 **overrides):
     """Build a registered variant. `overrides` change any ViGConfig field (channels, blocks, k,
-    image_size, stem_stride, conv, ...), which is how the small test and demo models are made."""
+    image_size, stem_stride, conv, ...), which is how the small test and demo models are made. `ops`
+    is the vig.ops setting its layers are built with ("auto", "native"; None: the one in force)."""
+    from ..ops import use
+
     entry = model_entry(name)
-    return entry["factory"](num_classes=num_classes, drop_path_rate=drop_path_rate, **overrides)
+    with use(ops):
+        return entry["factory"](num_classes=num_classes, drop_path_rate=drop_path_rate, **overrides)
 
 
 # Graphs: which network a variant's config builds (`model_overrides: {graph: NAME}`); "original" is the

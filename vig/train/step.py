@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, amp, nn, ops
-from mindspore._c_expression import MixedPrecisionType
 
-from ..models import kernels
+from .. import ops as vig_ops
 from ..models.layers import DropPath
 
 NOISE_NAME = "drop_path_noise"
@@ -91,26 +90,8 @@ def apply_amp(net: nn.Cell, amp_level: str) -> nn.Cell:
     if amp_level == "O0":
         return net
     net = amp.auto_mixed_precision(net, amp_level)
-    drop_kernels_of_float16_cells(net)
+    vig_ops.native_in_float16_cells(net)  # the compiled kernels are float32-only
     return net
-
-
-def drop_kernels_of_float16_cells(net: nn.Cell) -> int:
-    """Switch cells that amp runs in float16 from their compiled CPU kernel (an ops.Custom, float32 only)
-    to the native op; returns how many kernels were dropped.
-
-    In PyNative, amp casts each op's inputs as the op runs, after the cell's `x.dtype == float32` check, so
-    the kernel got float16 and failed. A None kernel is what vig/models/kernels gives without a compiler.
-    """
-    dropped = 0
-    for _, cell in net.cells_and_names():
-        if getattr(cell, "mixed_precision_type", None) not in (MixedPrecisionType.FP16, MixedPrecisionType.BF16):
-            continue
-        for name, value in list(vars(cell).items()):
-            if isinstance(value, ops.Custom):
-                setattr(cell, name, None)
-                dropped += 1
-    return dropped
 
 
 class NoLossScaler:
@@ -159,8 +140,6 @@ class EMA(nn.Cell):
         self.shadow = ms.ParameterTuple(
             [Parameter(p.data.copy(), name="ema." + p.name, requires_grad=False) for p in self.sources])
         self.hyper_map = ops.HyperMap()
-        # compiled CPU kernels for the two per-gradient passes (None elsewhere: native ops)
-        self.square_sum_kernel, self.scale_kernel = kernels.square_sum(), kernels.scale()
 
     def _blend(self, shadow, value):
         return ops.assign(shadow, shadow * self.decay + value.astype(shadow.dtype) * (1.0 - self.decay))
@@ -198,8 +177,8 @@ class TrainStep(nn.Cell):
         self.use_ema = ema is not None
         self.ema = ema
         self.hyper_map = ops.HyperMap()
-        # compiled CPU kernels for the two per-gradient passes (None elsewhere: native ops)
-        self.square_sum_kernel, self.scale_kernel = kernels.square_sum(), kernels.scale()
+        # the two per-gradient passes (compiled kernels on CPU: docs/performance.md)
+        self.square_sum, self.scale = vig_ops.square_sum(), vig_ops.scale()
         # compiled whole in GRAPH_MODE (graph_mode 0); PyNative (graph_mode 1) runs it eagerly
         self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters, has_aux=True)
 
@@ -208,15 +187,10 @@ class TrainStep(nn.Cell):
         return self.scaler.scale(loss), loss
 
     def _square_sum(self, grad):
-        if self.square_sum_kernel is not None and grad.dtype == ms.float32:
-            return self.square_sum_kernel(grad).reshape(())
-        grad = grad.astype(ms.float32)
-        return ops.reduce_sum(grad * grad)
+        return self.square_sum(grad)
 
     def _rescale(self, factor, grad):
-        if self.scale_kernel is not None and grad.dtype == ms.float32:
-            return self.scale_kernel(grad, factor.reshape((1,)))
-        return grad * factor.astype(grad.dtype)
+        return self.scale(grad, factor)
 
     def construct(self, images, labels):
         (_, loss), grads = self.grad_fn(images, labels)
