@@ -14,7 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .. import ops as vig_ops
 from ..ops.native import gather_neighbours
-from .layers import Conv2d, DropPath, Identity, activation, batch_norm, conv_bn
+from .layers import DropPath, Identity, conv_bn
 
 GRAPH_CONVS = ("mr", "edge", "sage", "gin")
 

@@ -123,7 +123,7 @@ def conv2d(kernel_size: int, stride: int, padding: int, groups: int, algorithm: 
     if algorithm not in ("auto", "im2col", "direct"):
         raise ValueError(f"conv2d algorithm must be 'auto', 'im2col' or 'direct', got {algorithm!r}")
     if algorithm == "auto":
-        algorithm = "im2col" if kernels._on_cpu() and kernel_size > 1 and groups == 1 else "direct"
+        algorithm = "im2col" if kernels.on_cpu() and kernel_size > 1 and groups == 1 else "direct"
         # without the compiled im2col, inference is faster on the convolution operator than on the
         # slices (5-15x, bench/mindir_throughput.py); training keeps the slices, whose gradients are the
         # kernel's

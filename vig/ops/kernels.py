@@ -38,7 +38,7 @@ def geometry(*values: int) -> ms.Tensor:
     return ms.Tensor(np.array(values, np.int32))
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     try:
         return ms.get_context("device_target") == "CPU"
     except Exception:  # pragma: no cover - context not initialised
@@ -63,7 +63,7 @@ class KernelOp(nn.Cell):
 
     @classmethod
     def usable(cls, *args, **kwargs) -> bool:
-        return _on_cpu() and cls.supports(*args, **kwargs) and all(library(s) is not None for s in cls.sources)
+        return on_cpu() and cls.supports(*args, **kwargs) and all(library(s) is not None for s in cls.sources)
 
 
 # ---------------------------------------------------------------------------------------------------
