@@ -29,12 +29,14 @@ extern "C" {
 // alignment or thread split (a scalar erff in a loop remainder differs from the vector one by an ulp).
 constexpr int64_t kBlock = 16;
 
-inline void gelu_block(const float *__restrict x, float *__restrict y) {
+// noinline: one compiled body serves the full blocks and the padded tail, so a value never depends on
+// where it sits (inlined into two loops, GCC may vectorise the two copies differently, e.g. AVX-512 vs AVX2).
+__attribute__((noinline)) void gelu_block(const float *__restrict x, float *__restrict y) {
 #pragma omp simd
   for (int64_t i = 0; i < kBlock; ++i) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * kInvSqrt2));
 }
 
-inline void gelu_grad_block(const float *__restrict x, const float *__restrict dy, float *__restrict dx) {
+__attribute__((noinline)) void gelu_grad_block(const float *__restrict x, const float *__restrict dy, float *__restrict dx) {
 #pragma omp simd
   for (int64_t i = 0; i < kBlock; ++i) {
     const float cdf = 0.5f * (1.0f + erff(x[i] * kInvSqrt2));
