@@ -75,8 +75,10 @@ def run(argv=None) -> int:
             raise UsageError(f"--resume {args.resume}: state file not found")
         info = checkpoint.verify_state(Path(args.resume))
         checkpoint.check_config_hash(info.config_hash, training_hash(cfg), info.path)
-    if not (in_launched_worker() or args.dry_run_launch):  # a second trainer, or no room for the next state: stop now
-        folder = checkpoint.state_dir(args.state_root, training_hash(cfg))
+    folder = checkpoint.state_dir(args.state_root, training_hash(cfg))
+    # a second trainer, or no room for the next state: stop now (a folder not made yet has neither, and
+    # is left unmade so that input the trainer refuses before any work leaves nothing behind)
+    if folder.is_dir() and not (in_launched_worker() or args.dry_run_launch):
         checkpoint.lock_state_folder(folder).close()
         checkpoint.ensure_room_for_state(folder)
     if args.plan_steps < 1:

@@ -109,8 +109,6 @@ class Trainer:
         self.log = RankLog(ctx.rank, opts.log_dir)
         self.config_hash = training_hash(cfg)
         self.state_dir = ckpt_io.state_dir(opts.state_root, self.config_hash)
-        # rank 0 writes the states: it holds the folder while it runs (an orphan of a killed job would too)
-        self.state_lock = ckpt_io.lock_state_folder(self.state_dir) if ctx.rank == 0 else None
         self.batch_size = cfg["batch_size"]
 
         ms.set_seed(cfg["seed"])
@@ -119,6 +117,9 @@ class Trainer:
         if cfg.get("pretrained"):  # before any data is read: a file that does not fit stops here
             load_weights(net, cfg["pretrained"], allow_new_head=True, log=self.log, tag="[pretrained]",
                          target=f"{cfg['arch']} (num_classes={cfg['num_classes']})")
+        # rank 0 writes the states: it holds the folder while it runs (an orphan of a killed job would too);
+        # taken once the weights fit, so a refused file leaves no state folder behind
+        self.state_lock = ckpt_io.lock_state_folder(self.state_dir) if ctx.rank == 0 else None
         self.steps_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
         if self.steps_per_epoch < 1:
             raise ValueError(f"{opts.data_url}/train has fewer images than one batch of {self.batch_size} "
