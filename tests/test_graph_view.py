@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import TINY_ISOTROPIC, TINY_PYRAMID
+from test_weights import write_images
 from vig import graph_view as gv
 from vig.models import create_model
 from vig.models.graph import DilatedKnnGraph
@@ -101,19 +101,8 @@ def test_cosine_similarity_on_known_features():
     assert gv.mean_cosine_similarity(mixed) == pytest.approx(0.5)
 
 
-def _image_folder(root, classes=5, per_class=2, size=24):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(classes):
-            folder = root / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(folder / f"img{i}.png")
-    return root
-
-
 def test_default_images_are_the_first_of_the_first_four_classes(tmp_path):
-    val = _image_folder(tmp_path) / "val"
+    val = write_images(tmp_path, classes=5, size=24, name="img{i}.png") / "val"
     chosen = gv.select_images(str(val))
     assert [(Path(p).parent.name, Path(p).name, name) for p, name in chosen] == [
         (f"c{c}", "img0.png", f"c{c}") for c in range(4)]
@@ -123,7 +112,7 @@ def test_default_images_are_the_first_of_the_first_four_classes(tmp_path):
 
 
 def test_cli_names_a_missing_image_before_building_the_model(tmp_path):
-    data = _image_folder(tmp_path / "data")
+    data = write_images(tmp_path / "data", classes=5, size=24, name="img{i}.png")
     (tmp_path / "not_weights.ckpt").write_bytes(b"")  # loading it would fail: the image check must come first
     proc = subprocess.run(
         [sys.executable, str(REPO / "workflow_scripts" / "plot_graph.py"), "--vig_config",

@@ -167,14 +167,15 @@ def test_the_weights_content_is_part_of_the_training_hash(tmp_path, files):
 # ----------------------------------------------------------------------------------------------
 # Through the CLIs
 # ----------------------------------------------------------------------------------------------
-def write_images(root: Path, classes=4, per_class=2, size=40) -> Path:
+def write_images(root: Path, classes=4, per_class=2, size=40, name="{i}.JPEG") -> Path:
+    """An ImageNet-format folder of random images: train/ and val/, class folders c0, c1, ..."""
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for c in range(classes):
             folder = root / split / f"c{c}"
             folder.mkdir(parents=True)
             for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name.format(i=i))
     return root
 
 
