@@ -46,19 +46,22 @@ include: "rules/infer.smk"
 include: "rules/summary.smk"
 
 
+# With train.plan the run only times training (train/plan.json); otherwise the whole DAG.
 rule all:
     default_target: True
     input:
-        [run_path("train/plan.json")]  # train.plan: the time plan only
+        [run_path("train/plan.json")]
         if PLAN_ONLY
         else [
             run_path("summary.json"),
             [run_path(f"report/{picture}.png") for picture in PLOTS],
-            [
-                run_path("report/patch_graph.png"),
-                run_path("report/graph_health.png"),
-            ]
-            if DRAWS_GRAPH
-            else [],
+            (
+                [
+                    run_path("report/patch_graph.png"),
+                    run_path("report/graph_health.png"),
+                ]
+                if DRAWS_GRAPH
+                else []
+            ),
         ],
     localrule: True
