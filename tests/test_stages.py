@@ -318,10 +318,10 @@ def run_files(tmp_path):
             "throughput_images_per_s": 500.0}),
         "metrics": tmp_path / "metrics.jsonl",
     }
-    exported = {"export_weights": "best", "exported_epoch": 2}  # the trainer adds it to the last record
+    final = {"final_weights": "best", "final_epoch": 2}  # the trainer adds it to the last record
     files["metrics"].write_text("".join(json.dumps({"epoch": e, "train_loss": 2.0 / e, "lr": 1e-3 / e,
                                                     "val_top1": 0.2 * e, "val_top5": 0.3 * e, "val_loss": 1.5 / e,
-                                                    **(exported if e == 3 else {})})
+                                                    **(final if e == 3 else {})})
                                         + "\n" for e in (1, 2, 3)))
     return files
 
@@ -345,7 +345,7 @@ def test_summary_parity_gate_passes(run_files, tmp_path, capsys):
     assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 8}
     assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 6]
     assert summary["training"] == {"epochs": 3, "final": json.loads(run_files["metrics"].read_text().splitlines()[-1]),
-                                   "export_weights": "best", "exported_epoch": 2}
+                                   "final_weights": "best", "final_epoch": 2}
 
 
 def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsys):
@@ -435,11 +435,11 @@ def lines_of(ax) -> dict:
 def test_report_curves_plot_every_epoch_record(run_files, drawn):
     fig = drawn("curves", [run_files["metrics"]])
     loss, lr, acc = fig.axes
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "learning rate", "val accuracy\nexported: best, epoch 2"]
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "learning rate", "val accuracy\nfinal weights: best, epoch 2"]
     epochs = [1, 2, 3]
     assert lines_of(loss).keys() == {"train", "val"}
-    assert lines_of(acc).keys() == {"top-1", "top-5", "exported (best)"}
-    assert lines_of(acc)["exported (best)"][0] == [2, 2]  # the dashed line at the exported epoch
+    assert lines_of(acc).keys() == {"top-1", "top-5", "final (best)"}
+    assert lines_of(acc)["final (best)"][0] == [2, 2]  # the dashed line at the final weights' epoch
     for ax, label, values in ((loss, "train", [2.0 / e for e in epochs]), (loss, "val", [1.5 / e for e in epochs]),
                               (acc, "top-1", [0.2 * e for e in epochs]), (acc, "top-5", [0.3 * e for e in epochs])):
         x, y = lines_of(ax)[label]

@@ -110,8 +110,9 @@ def test_help_documents_every_option():
     ("arch: vig_xl_patch16_224\n", r"key 'arch': unknown model 'vig_xl_patch16_224'; valid names: .*vig_s_patch16_224"),
     ("batch_size: 7\n", r"key 'batch_size' = 7: mixup/cutmix \(mix_up = 0.8, cutmix = 1.0\).*expected an even batch"),
     ("min_lr: 0.01\n", r"key 'min_lr' = 0.01 is above base_lr = 0.002; expected min_lr <= base_lr"),
-    ("export_weights: ema\n", r"key 'export_weights' = 'ema' needs ema: true"),
-    ("export_weights: first\n", r"key 'export_weights' = 'first'.*\[None, 'last', 'best', 'ema'\]"),
+    ("final_weights: ema\n", r"key 'final_weights' = 'ema' needs ema: true"),
+    ("final_weights: first\n", r"key 'final_weights' = 'first'.*\[None, 'last', 'best', 'ema'\]"),
+    ("export_weights: best\n", r"unknown key\(s\) export_weights \(export_weights is now final_weights\)"),
 ])
 def test_cross_key_errors_name_file_key_and_value(tmp_path, extra, expected):
     path = tmp_path / "bad.yaml"

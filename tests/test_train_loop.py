@@ -127,7 +127,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     (folder,) = (killed / "state").iterdir()
     assert sorted(p.name for p in folder.glob("state-e*")) == [
         "state-e0002.ckpt", "state-e0002.json", "state-e0003.ckpt", "state-e0003.json"]
-    # ema is on: the exported weights are the EMA shadows of the last state, not the trained weights
+    # ema is on: the final weights are the EMA shadows of the last state, not the trained weights
     last = weights(folder / "state-e0003.ckpt")
     ema = {k[len("ema:"):]: v for k, v in last.items() if k.startswith("ema:")}
     assert ema.keys() == resumed_w.keys()
@@ -203,15 +203,15 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
     assert sum(r["label"] in r["top"] for r in per_image) == round(report["top5"] * 60)
 
 
-def test_export_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
-    """export_weights best exports the epoch metrics.jsonl shows best (the EMA weights validation measured),
-    also with keep_checkpoint_max: 1 pruning that epoch's state; ema / last re-export from the finished state."""
+def test_final_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
+    """final_weights best writes the epoch metrics.jsonl shows best (the EMA weights validation measured),
+    also with keep_checkpoint_max: 1 pruning that epoch's state; ema / last are rewritten from the finished state."""
     data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)
     runs = {}
     for keep in (1, 3):
         config = tmp_path / f"keep{keep}.yaml"
         config.write_text(TINY_YAML.replace("keep_checkpoint_max: 2", f"keep_checkpoint_max: {keep}")
-                          + "export_weights: best\n")
+                          + "final_weights: best\n")
         out = tmp_path / f"keep{keep}"
         result = subprocess.run(train_command(config, data, out), env=env(), timeout=300, capture_output=True,
                                 text=True)
@@ -221,27 +221,27 @@ def test_export_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     top1 = [m["val_top1"] for m in metrics]
     best_epoch = metrics[int(np.argmax(top1))]["epoch"]  # the first epoch reaching the maximum
-    assert metrics[-1]["export_weights"] == "best" and metrics[-1]["exported_epoch"] == best_epoch
-    assert all("export_weights" not in m for m in metrics[:-1])
+    assert metrics[-1]["final_weights"] == "best" and metrics[-1]["final_epoch"] == best_epoch
+    assert all("final_weights" not in m for m in metrics[:-1])
     (folder,) = (out / "state").iterdir()
     best_state = weights(folder / f"state-e{best_epoch:04d}.ckpt")
-    exported = weights(out / "weights.ckpt")
-    assert exported.keys() == {k[len("ema:"):] for k in best_state if k.startswith("ema:")}
-    for name, value in exported.items():
+    final = weights(out / "weights.ckpt")
+    assert final.keys() == {k[len("ema:"):] for k in best_state if k.startswith("ema:")}
+    for name, value in final.items():
         np.testing.assert_array_equal(value, best_state[f"ema:{name}"], err_msg=name)
     pruned = runs[1][1]  # keep_checkpoint_max: 1 deleted every state but the last, not the best weights
     (pruned_folder,) = (pruned / "state").iterdir()
     assert sorted(p.name for p in pruned_folder.glob("state-e*.ckpt")) == ["state-e0003.ckpt"]
     for name, value in weights(pruned / "weights.ckpt").items():
-        np.testing.assert_array_equal(value, exported[name], err_msg=name)
+        np.testing.assert_array_equal(value, final[name], err_msg=name)
 
     last_state = weights(folder / "state-e0003.ckpt")
-    for choice, group in (("ema", "ema"), ("last", "net")):  # the finished run's state re-exports them
-        redone = subprocess.run(train_command(config, data, out, "--export_weights", choice), env=env(),
+    for choice, group in (("ema", "ema"), ("last", "net")):  # the finished run's state rewrites them
+        redone = subprocess.run(train_command(config, data, out, "--final_weights", choice), env=env(),
                                 timeout=300, capture_output=True, text=True)
         assert redone.returncode == 0, redone.stderr[-3000:]
         assert "3 epoch(s) done" in redone.stdout
-        assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["export_weights"] == choice
+        assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["final_weights"] == choice
         for name, value in weights(out / "weights.ckpt").items():
             np.testing.assert_array_equal(value, last_state[f"{group}:{name}"], err_msg=f"{choice} {name}")
 

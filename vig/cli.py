@@ -80,7 +80,9 @@ def add_config_key_flags(parser: Parser, keys) -> None:
         "model config keys as flags (as the seed's src/args.py)",
         textwrap.fill("--KEY VALUE overrides one key of --vig_config, like --set KEY=VALUE (a YAML value; lists "
                       "also as the seed writes them, --beta 0.9,0.999). Keys: " + ", ".join(free), 100))
-    for key in free:
+    from .config import RENAMED_KEYS
+
+    for key in free + [old for old in RENAMED_KEYS if f"--{old}" not in taken]:  # an old name: the config error
         group.add_argument(f"--{key}", action=_KeyOverride, metavar=key, dest=f"key_{key}",
                            help=argparse.SUPPRESS)
 

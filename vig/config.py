@@ -36,7 +36,7 @@ DEFAULTS = {
     "beta": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05, "momentum": 0.9,
     "clip_global_norm_value": 5.0, "epochs": 300, "start_epoch": 0, "batch_size": 16, "accumulation_step": 1,
     "amp_level": "O2", "keep_bn_fp32": True, "is_dynamic_loss_scale": True, "loss_scale": 1024,
-    "ema": False, "ema_decay": 0.99996, "export_weights": None,
+    "ema": False, "ema_decay": 0.99996, "final_weights": None,
     "seed": 0, "graph_mode": 0, "device_target": "CPU", "device_num": 1, "device_id": 0,
     "save_every": 1, "keep_checkpoint_max": 2, "log_every": 10, "pretrained": None,
     "file_format": "MINDIR", "train_url": "./", "run_modelarts": False, "in_channel": 3, "mlp_ratio": 4.0,
@@ -46,8 +46,11 @@ DEFAULTS = {
 NON_TRAINING_KEYS = frozenset({
     "data_url", "num_parallel_workers", "device_target", "device_id", "save_every", "keep_checkpoint_max",
     "log_every", "pretrained", "file_format", "train_url", "run_modelarts", "graph_mode", "keep_bn_fp32",
-    "mlp_ratio", "set", "export_weights",
+    "mlp_ratio", "set", "final_weights",
 })
+
+# Keys renamed after a release, no aliases: a config or flag with the old name stops, naming the new one.
+RENAMED_KEYS = {"export_weights": "final_weights"}
 
 
 class ConfigError(ValueError):
@@ -78,7 +81,8 @@ def validate_model_config(cfg: dict, source: str = "<config>") -> None:
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             allowed = ", ".join(sorted(err.schema.get("properties", {})))
-            lines.append(f"unknown key(s) {', '.join(extra)}; allowed keys: {allowed}")
+            renamed = "".join(f" ({old} is now {RENAMED_KEYS[old]})" for old in extra if old in RENAMED_KEYS)
+            lines.append(f"unknown key(s) {', '.join(extra)}{renamed}; allowed keys: {allowed}")
         else:
             rules = ("type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                      "minItems", "maxItems", "required")
@@ -106,9 +110,9 @@ def _check_cross_keys(cfg: dict, source: str) -> None:
     if cfg["start_epoch"] >= cfg["epochs"]:
         raise ConfigError(f"{source}: key 'start_epoch' = {cfg['start_epoch']}: expected fewer than epochs = "
                           f"{cfg['epochs']} (the run trains epochs start_epoch+1..epochs)")
-    if cfg["export_weights"] == "ema" and not cfg["ema"]:
-        raise ConfigError(f"{source}: key 'export_weights' = 'ema' needs ema: true (no EMA is kept without it); "
-                          f"expected ema: true, or export_weights last or best")
+    if cfg["final_weights"] == "ema" and not cfg["ema"]:
+        raise ConfigError(f"{source}: key 'final_weights' = 'ema' needs ema: true (no EMA is kept without it); "
+                          f"expected ema: true, or final_weights last or best")
     if cfg["run_modelarts"]:
         raise ConfigError(f"{source}: key 'run_modelarts' = true: ModelArts/OBS (moxing) is not supported; copy "
                           f"the dataset to a local or shared folder and give it as data_url (or --data_url), "

@@ -57,10 +57,10 @@ def plot_curves(metrics_jsonl, output) -> Path:
     ax_acc.plot(epochs, series("val_top1"), marker="o", label="top-1")
     ax_acc.plot(epochs, series("val_top5"), marker="o", label="top-5")
     title = "val accuracy"
-    chosen = records[-1].get("exported_epoch")
-    if chosen is not None:  # which weights left training (export_weights)
-        ax_acc.axvline(chosen, color="tab:green", linestyle="--", label=f"exported ({records[-1]['export_weights']})")
-        title += f"\nexported: {records[-1]['export_weights']}, epoch {chosen}"
+    chosen = records[-1].get("final_epoch")
+    if chosen is not None:  # which weights left training (final_weights)
+        ax_acc.axvline(chosen, color="tab:green", linestyle="--", label=f"final ({records[-1]['final_weights']})")
+        title += f"\nfinal weights: {records[-1]['final_weights']}, epoch {chosen}"
     ax_acc.set(title=title, xlabel="epoch", ylim=(0, 1.02))
     ax_acc.legend()
     from matplotlib.ticker import MaxNLocator

@@ -172,6 +172,6 @@ def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget
         records = read_train_metrics(train_metrics_path)
         if records:
             summary["training"] = {"epochs": len(records), "final": records[-1],
-                                   "export_weights": records[-1].get("export_weights"),
-                                   "exported_epoch": records[-1].get("exported_epoch")}
+                                   "final_weights": records[-1].get("final_weights"),
+                                   "final_epoch": records[-1].get("final_epoch")}
     return summary

@@ -261,7 +261,7 @@ def load_best(folder: Path, best: dict) -> dict:
 
     ckpt = folder / BEST_NAME
     if best.get("epoch") is None:
-        raise StateError(f"{folder}: export_weights best, but no epoch has been validated")
+        raise StateError(f"{folder}: final_weights best, but no epoch has been validated")
     try:
         manifest = json.loads(manifest_path(ckpt).read_text())
     except (OSError, ValueError) as exc:

@@ -66,7 +66,7 @@ def optimizer_parameters(optimizer, net_params: dict) -> dict:
     return {name: p for name, p in optimizer.parameters_and_names() if id(p) not in own}
 
 
-def export_weights(path: str, params: dict) -> None:
+def write_weights(path: str, params: dict) -> None:
     """Model weights as a MindSpore .ckpt (parameter names of the model), atomically."""
     save_checkpoint([{"name": name, "data": p} for name, p in params.items()], path)
 
@@ -226,10 +226,10 @@ class Trainer:
                      f"{record['val_top1']:.4f} val_top5 {record['val_top5']:.4f} val_loss {record['val_loss']:.4f} "
                      f"{record['images/s']:.1f} img/s {record['seconds']:.1f}s")
             self.save(epoch + 1)
-        choice = self.export_choice()
+        choice = self.final_choice()
         # also when resuming a finished run: the outputs are rebuilt from the state
-        self.write_metrics({"export_weights": choice, "exported_epoch": self.exported_epoch(choice)})
-        self.export(choice)
+        self.write_metrics({"final_weights": choice, "final_epoch": self.final_epoch(choice)})
+        self.write_final_weights(choice)
         return self.history[-1] if self.history else {}
 
     def train_epoch(self, epoch: int, run_start: float, steps_before: int, total_steps: int):
@@ -286,9 +286,9 @@ class Trainer:
         """Copy rank 0's non-trained parameters (BatchNorm running statistics, and their EMA) to every rank.
 
         Each rank's statistics come from its own batches, as in the seed and the original (its --dist-bn
-        defaults to off), and rank 0's are the ones exported. Training never reads them (BatchNorm uses
-        batch statistics in training mode), so copying them changes nothing rank 0 computes; it makes
-        the ranks hold one model, so the sharded validation measures exactly the weights rank 0 exports.
+        defaults to off), and rank 0's leave training. Training never reads them (BatchNorm uses batch
+        statistics in training mode), so copying them changes nothing rank 0 computes; it makes the ranks
+        hold one model, so the sharded validation measures exactly the weights rank 0 writes.
         """
         from .distributed import copy_from_rank0
 
@@ -324,16 +324,16 @@ class Trainer:
             records[-1] = {**records[-1], **final}
         write_jsonl(self.opts.metrics, records)
 
-    def export_choice(self) -> str:
-        choice = self.cfg.get("export_weights")
+    def final_choice(self) -> str:
+        choice = self.cfg.get("final_weights")
         return choice or ("ema" if self.ema is not None else "last")
 
-    def exported_epoch(self, choice: str) -> int | None:
+    def final_epoch(self, choice: str) -> int | None:
         return self.best["epoch"] if choice == "best" else (self.history[-1]["epoch"] if self.history else None)
 
-    def export(self, choice: str) -> None:
+    def write_final_weights(self, choice: str) -> None:
         # every rank logs a digest of all its weights, BatchNorm statistics included: equal digests = the
-        # ranks hold the model rank 0 exports (gradients all-reduced, statistics shared after each epoch)
+        # ranks hold the model rank 0 writes (gradients all-reduced, statistics shared after each epoch)
         digest = hashlib.sha256()
         for p in self.net_params.values():
             digest.update(p.asnumpy().tobytes())
@@ -344,10 +344,10 @@ class Trainer:
             params = ckpt_io.load_best(self.state_dir, self.best)
         else:
             params = self.ema.named_shadows() if choice == "ema" else self.net_params
-        export_weights(self.opts.output_ckpt, params)
+        write_weights(self.opts.output_ckpt, params)
         kind = {"best": f"best (epoch {self.best['epoch']}, val top-1 {self.best['top1']:.4f})",
                 "ema": "EMA", "last": "last epoch's"}[choice]
-        self.log(f"[train] wrote the {kind} weights to {self.opts.output_ckpt} (export_weights: {choice})")
+        self.log(f"[train] wrote the {kind} weights to {self.opts.output_ckpt} (final_weights: {choice})")
 
 
 def train(opts: TrainOptions) -> dict:
