@@ -1,10 +1,13 @@
 """The 310 chain on a tiny ViG: preprocess -> export (dynamic batch) -> infer -> postprocess.
 
 The deployed model must give the in-framework network's logits on the same .bin inputs, whatever the
-batch size, so the parity gate of the workflow can demand identical accuracy.
+batch size, so the parity gate of the workflow can demand identical accuracy. An ONNX model goes
+through the same infer code (onnxruntime) into the same result files.
 """
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -143,3 +146,59 @@ def test_preprocess_refuses_colliding_stems_and_wrong_class_count(chain, tmp_pat
         preprocess_split(dict(chain["cfg"], num_classes=5), data, "val", tmp_path / "bins", tmp_path / "l.json",
                          log=quiet)
     assert sorted(os.listdir(tmp_path)) == ["data"]  # nothing written
+
+
+def linear_onnx(path, weights, batch="N"):
+    """An ONNX classifier logits = flatten(x) @ weights, built with the onnx package's helpers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    side = int(np.sqrt(weights.shape[0] // 3))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, weights.shape[1]])],
+        [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime 1.32 reads
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def infer_cli():
+    spec = importlib.util.spec_from_file_location(
+        "script_infer", Path(__file__).resolve().parents[1] / "workflow_scripts" / "infer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_infer_runs_an_onnx_file_into_the_310_result_files(chain, tmp_path, capsys):
+    """infer.py --model x.onnx: onnxruntime with --threads, the same <stem>_0.bin files, latency and scoring
+    as a MINDIR run; a file that cannot take the inputs is refused before anything is written."""
+    root = chain["root"]
+    weights = np.random.default_rng(1).standard_normal((3 * 64 * 64, 3)).astype(np.float32)
+    model = linear_onnx(tmp_path / "linear.onnx", weights)
+    assert infer_cli().main(["--model", str(model), "--input_dir", str(root / "bins"), "--output_dir",
+                             str(tmp_path / "result_Files"), "--latency", str(tmp_path / "latency.json"),
+                             "--batch_size", "3", "--threads", "1"]) == 0
+    stems = sorted(p[:-len(".bin")] for p in os.listdir(root / "bins"))
+    assert sorted(os.listdir(tmp_path / "result_Files")) == [f"{s}_0.bin" for s in stems]
+    inputs = np.stack([np.fromfile(root / "bins" / f"{s}.bin", np.float32) for s in stems])
+    got = np.stack([np.fromfile(tmp_path / "result_Files" / f"{s}_0.bin", np.float32) for s in stems])
+    np.testing.assert_allclose(got, inputs @ weights, rtol=1e-5, atol=1e-4)
+    stats = json.loads((tmp_path / "latency.json").read_text())
+    assert (stats["images"], stats["batch_size"], stats["file_format"]) == (7, 3, "ONNX")
+    assert stats["runtime"].startswith("onnxruntime ") and stats["runtime"].endswith("CPU, 1 threads")
+    acc = accuracy(tmp_path / "result_Files", root / "imagenet_label.json")
+    labels = np.array([chain["labels"][f"{s}.JPEG"] for s in stems])
+    assert acc["correct_top1"] == int((got.argmax(1) == labels).sum()) and acc["num_images"] == 7
+    capsys.readouterr()
+    for bad, message in ((linear_onnx(tmp_path / "small.onnx", weights[:3 * 32 * 32]), "takes input [None, 3, 32, 32]"),
+                         (linear_onnx(tmp_path / "fixed.onnx", weights, batch=2), "fixed batch of 2")):
+        assert infer_cli().main(["--model", str(bad), "--input_dir", str(root / "bins"), "--output_dir",
+                                 str(tmp_path / "bad"), "--latency", str(tmp_path / "bad.json"),
+                                 "--batch_size", "3"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.json").exists()

@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Run an exported MINDIR over .bin inputs as the seed's 310 app does; write logits and latency.
+"""Run an exported model over .bin inputs as the seed's 310 app does; write logits and latency.
 
-    python workflow_scripts/infer.py --mindir export/vig_s_patch16_224.mindir \\
+    python workflow_scripts/infer.py --model export/vig_s_patch16_224.mindir \\
         --input_dir preprocess_Result/images --output_dir result_Files --latency latency.json --batch_size 16
+    python workflow_scripts/infer.py --model export/vig_s_patch16_224.onnx --threads 2 ...   # onnxruntime
 
-Each INPUT_DIR/<stem>.bin (float32 1x3xSxS) gives OUTPUT_DIR/<stem>_0.bin (raw float32 logits).
-LATENCY gets per-image mean/p50/p90 ms (forward incl. host copies, batch time / batch size, after one
-untimed warm-up per batch shape), image count, batch size and throughput. Device: CPU unless
---device_target says otherwise.
+The model file's suffix picks the runtime: .mindir through mindspore.load + nn.GraphCell (what a 310
+runs; device CPU unless --device_target says otherwise), .onnx through onnxruntime on the CPU. --mindir
+is the same option as --model. Each INPUT_DIR/<stem>.bin (float32 1x3xSxS) gives OUTPUT_DIR/<stem>_0.bin
+(raw float32 logits), whatever the runtime. LATENCY gets per-image mean/p50/p90 ms (forward incl. host
+copies, batch time / batch size, after one untimed warm-up per batch shape), image count, batch size,
+throughput and the runtime that ran it.
 """
 import os
 import sys
@@ -23,7 +26,8 @@ from vig.io import write_json  # noqa: E402
 
 def main(argv=None) -> int:
     parser = Parser(description=__doc__)
-    parser.add_argument("--mindir", required=True, metavar="PATH", help="exported model (dynamic or matching batch)")
+    parser.add_argument("--model", "--mindir", dest="model", required=True, metavar="PATH",
+                        help="exported model, .mindir or .onnx (dynamic or matching batch)")
     parser.add_argument("--input_dir", required=True, metavar="BINDIR", help="folder of <stem>.bin inputs")
     parser.add_argument("--output_dir", required=True, metavar="DIR",
                         help="result folder to create (result_Files; built beside it, then moved in)")
@@ -32,18 +36,22 @@ def main(argv=None) -> int:
     parser.add_argument("--image_size", type=int, default=None,
                         help="side S of the inputs (default: derived from the first file's size)")
     parser.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
-                        help="MindSpore device (default CPU)")
+                        help="MindSpore device of a MINDIR (default CPU; an ONNX model runs on the CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the runtime: onnxruntime's intra-op threads, MindSpore's CPU op "
+                             "threads (default: the cores available)")
     parser.add_argument("--progress_every", type=int, default=1000, help="progress line every N images")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or (args.image_size is not None and args.image_size < 1):
-        parser.error("--batch_size and --image_size must be >= 1")
+    if args.batch_size < 1 or any(n is not None and n < 1 for n in (args.image_size, args.threads)):
+        parser.error("--batch_size, --image_size and --threads must be >= 1")
 
     def infer():
         from vig.deploy.infer import run_inference
 
-        set_device({"device_target": args.device_target})
-        stats = run_inference(args.mindir, args.input_dir, args.output_dir, args.batch_size, args.image_size,
-                              args.progress_every)
+        if Path(args.model).suffix.lower() == ".mindir":  # onnxruntime needs no MindSpore device
+            set_device({"device_target": args.device_target}, threads=args.threads)
+        stats = run_inference(args.model, args.input_dir, args.output_dir, args.batch_size, args.image_size,
+                              args.progress_every, threads=args.threads)
         write_json(args.latency, stats)
         print(f"[infer] {stats['images']} images: mean {stats['mean_ms']:.2f} ms, p50 {stats['p50_ms']:.2f} ms, "
               f"p90 {stats['p90_ms']:.2f} ms per image; {stats['throughput_images_per_s']:.1f} images/s "

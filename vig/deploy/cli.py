@@ -6,8 +6,9 @@ from ..cli import run_cli
 from ..config import add_config_arguments, config_from_args as load_config  # noqa: F401  (re-exported)
 
 
-def set_device(cfg: dict, graph_mode: bool = True) -> None:
-    """The config's device (device_id too, off CPU) and GRAPH_MODE, before any network is built."""
+def set_device(cfg: dict, graph_mode: bool = True, threads: int | None = None) -> None:
+    """The config's device (device_id too, off CPU) and GRAPH_MODE, before any network is built; on CPU
+    `threads` op threads (default one per available core)."""
     import mindspore as ms
 
     target = cfg.get("device_target", "CPU")
@@ -15,7 +16,7 @@ def set_device(cfg: dict, graph_mode: bool = True) -> None:
         from ..runtime import set_cpu_threads
 
         ms.set_device(target)
-        set_cpu_threads()  # one op thread per core instead of MindSpore's 25
+        set_cpu_threads(threads)  # one op thread per core instead of MindSpore's 25
     else:
         from ..train.distributed import device_id_of
 
