@@ -12,7 +12,8 @@ from mindspore import Tensor, nn, ops
 
 from vig import ops as vig_ops
 from vig.models import create_model
-from vig.models.graph import DilatedKnnGraph, MRConv, gather_neighbours
+from vig.models.graph import DilatedKnnGraph, MRConv
+from vig.ops.native import gather_neighbours
 from vig.models.layers import GELU, BatchNorm2d, Conv2d
 
 pytestmark = pytest.mark.usefixtures("compiled_kernels")  # skipped without g++, failed if its build fails

@@ -27,7 +27,7 @@ def test_per_op_setting_overrides_the_default_for_that_op_only():
 
 @pytest.mark.parametrize("setting,per_op,message", [("fast", {}, "setting 'fast'"),
                                                     ("auto", {"gleu": "native"}, "unknown op 'gleu'"),
-                                                    ("auto", {"gelu": "onnx"}, "setting 'onnx' for gelu")])
+                                                    ("auto", {"gelu": "tensorrt"}, "setting 'tensorrt' for gelu")])
 def test_unknown_setting_or_op_is_refused_naming_it(setting, per_op, message):
     with pytest.raises(ValueError, match=message):
         with vig_ops.use(setting, **per_op):

@@ -1,17 +1,21 @@
 #!/usr/bin/env python
-"""Export a trained checkpoint as MINDIR with a dynamic batch dimension (input [None, 3, S, S] float32).
+"""Export a trained checkpoint as MINDIR or ONNX with a dynamic batch dimension (input [B, 3, S, S] float32).
 
     python workflow_scripts/export.py --vig_config config/models/vig_s_patch16_224.yaml \\
         --pretrained vig_s.ckpt --output export/vig_s_patch16_224.mindir
     python workflow_scripts/export.py --pretrained vig_s.ckpt --vig_config config/models/vig_s_patch16_224.yaml \\
         --device_target CPU                       # the seed's command: writes ./vig_s_patch16_224.mindir
+    python workflow_scripts/export.py --pretrained vig_s.ckpt --vig_config config/models/vig_s_patch16_224.yaml \
+        --file_format ONNX                        # writes ./vig_s_patch16_224.onnx, for onnxruntime
 
 The weights (a checkpoint of this project or an original PyTorch .pth; --checkpoint is the same option)
 must hold every parameter of the configured network (optimizer state and bookkeeping entries are
 ignored). The network is built with MindSpore's own ops (no compiled CPU kernels), so the file runs on
 any backend, and it is checked against the network for batch sizes 2 and 1 before it is moved into
-place. The format is the config's file_format (--file_format): MINDIR, or AIR on an Ascend machine with
-device_target Ascend. Device: the config's device_target and device_id.
+place (MINDIR through nn.GraphCell, ONNX through onnxruntime). The format is the config's file_format
+(--file_format): MINDIR, ONNX (MindSpore's ONNX exporter, with the ops it cannot map replaced by the
+"onnx" ops setting: vig/ops/onnx.py), or AIR on an Ascend machine with device_target Ascend. Device: the
+config's device_target and device_id.
 """
 import os
 import shlex
@@ -31,8 +35,8 @@ def build_parser() -> Parser:
     add_config_arguments(parser)
     add_pretrained_argument(parser, "; --checkpoint is the same option", aliases=("--checkpoint",))
     parser.add_argument("--output", metavar="PATH",
-                        help="file to write, atomically (default, as the seed: <arch>.mindir, or .air, in the "
-                             "current folder)")
+                        help="file to write, atomically (default, as the seed: <arch>.mindir, .onnx or .air, in "
+                             "the current folder)")
     parser.add_argument("--no_check", action="store_true",
                         help="skip running the exported file against the network (batch sizes 2 and 1)")
     add_config_key_flags(parser, DEFAULTS)

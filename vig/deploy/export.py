@@ -1,8 +1,12 @@
-"""Checkpoint -> MINDIR with a dynamic batch dimension (the file an Ascend 310 or `nn.GraphCell` runs).
+"""Checkpoint -> MINDIR (the file an Ascend 310 or `nn.GraphCell` runs) or ONNX (onnxruntime), with a
+dynamic batch dimension.
 
 Unlike the seed's export.py (input fixed at (1, 3, S, S)), the batch axis is left open, so one file
 serves any batch size. The weights (a project checkpoint or an original PyTorch .pth) are loaded
-strictly by vig.weights.
+strictly by vig.weights. MINDIR is written from the network built with MindSpore's native ops; ONNX
+from the same weights built with the "onnx" ops setting (vig/ops/onnx.py: the ops MindSpore's ONNX
+exporter cannot map, in ops it can), its batch axis opened by vig/deploy/onnx_file.py. Either file is
+checked against the native-op network before it is moved into place.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-FILE_SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air"}  # the seed's formats; MindSpore 2.10 has no ONNX Erf (exact GELU)
+FILE_SUFFIXES = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}  # the seed's formats
+EXPORT_BATCH = 2  # the batch MindSpore writes the ONNX graph for, before its batch axis is opened
 
 
 class ExportCheckError(RuntimeError):
@@ -22,7 +27,8 @@ class ExportCheckError(RuntimeError):
 
 
 def check_file_format(file_format: str, device_target: str) -> None:
-    """MINDIR everywhere; AIR only where MindSpore can write it: device_target Ascend on an Ascend machine."""
+    """MINDIR and ONNX everywhere; AIR only where MindSpore can write it: device_target Ascend on an
+    Ascend machine."""
     if file_format not in FILE_SUFFIXES:
         raise ValueError(f"file_format={file_format!r}: expected one of {', '.join(FILE_SUFFIXES)}")
     if file_format == "AIR":
@@ -47,30 +53,48 @@ def _eager_forward(net, x) -> np.ndarray:
         ms.set_context(mode=previous)
 
 
-def check_dynamic_batch(net, mindir: str | os.PathLike, image_size: int, batch_sizes=(2, 1), seed: int = 0,
-                        name: str | None = None, log=print) -> dict:
-    """Run the MINDIR and the network on the same random batches of each size; raise if they differ.
+def exported_runner(path: str | os.PathLike, file_format: str):
+    """images (B, 3, S, S) float32 numpy -> logits numpy, run by what deploys `path`: `nn.GraphCell`
+    for MINDIR, onnxruntime for ONNX."""
+    if file_format == "ONNX":
+        from .onnx_file import runner
+
+        return runner(path)
+    import mindspore as ms
+    from mindspore import nn
+
+    graph = nn.GraphCell(ms.load(str(path)))
+    return lambda images: graph(ms.Tensor(images)).asnumpy()
+
+
+def check_dynamic_batch(net, path: str | os.PathLike, image_size: int, batch_sizes=(2, 1), seed: int = 0,
+                        name: str | None = None, log=print, file_format: str = "MINDIR") -> dict:
+    """Run the exported file and the network on the same random batches of each size; raise if they differ
+    by more than 1e-4 of the largest logit (at least 1e-4).
 
     Catches ops whose loaded shape inference breaks when the batch size changes between calls
     (the sizes are run in sequence, a larger one first). Returns {batch size: max abs difference}.
     """
     import mindspore as ms
-    from mindspore import nn
 
-    name = name or str(mindir)
-    graph = nn.GraphCell(ms.load(str(mindir)))
+    name = name or str(path)
+    try:
+        run = exported_runner(path, file_format)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ExportCheckError(f"{name}: the exported {file_format} file does not load: "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
     rng = np.random.default_rng(seed)
     diffs = {}
     for batch in batch_sizes:
-        x = ms.Tensor(rng.standard_normal((batch, 3, image_size, image_size), dtype=np.float32))
+        x = rng.standard_normal((batch, 3, image_size, image_size), dtype=np.float32)
         try:
-            got = graph(x).asnumpy()
-        except (RuntimeError, ValueError, TypeError) as exc:
+            got = run(x)
+        except Exception as exc:
             after = f" (run after batch sizes {list(diffs)})" if diffs else ""
             raise ExportCheckError(f"{name}: the exported graph fails on a batch of {batch}{after}: "
                                    f"{str(exc).strip().splitlines()[0]}") from exc
-        want = _eager_forward(net, x)
-        diffs[batch] = float(np.abs(got - want).max())
+        want = _eager_forward(net, ms.Tensor(x))
+        diffs[batch] = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         scale = max(1.0, float(np.abs(want).max()))
         if got.shape != want.shape or diffs[batch] > 1e-4 * scale:
             raise ExportCheckError(f"{name}: for a batch of {batch} the exported graph gives outputs "
@@ -81,10 +105,26 @@ def check_dynamic_batch(net, mindir: str | os.PathLike, image_size: int, batch_s
     return diffs
 
 
+def _export_onnx(net, image_size: int, path: str) -> None:
+    """`net` (built with the "onnx" ops setting) -> `path`, its batch axis opened (onnx_file.py)."""
+    import mindspore as ms
+    import onnx
+
+    from .onnx_file import open_batch_axis
+
+    example = ms.Tensor(np.zeros((EXPORT_BATCH, 3, image_size, image_size), np.float32))
+    stem = path[:-len(".onnx")]
+    ms.export(net, example, file_name=stem, file_format="ONNX")
+    model = open_batch_axis(onnx.load(path), EXPORT_BATCH)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.PathLike,
                  file_format: str = "MINDIR", check: bool = True, log=print) -> Path:
-    """Build the eval network from `cfg` (native ops), load `checkpoint`, export, check the file
-    reproduces the network for two batch sizes, and move it to `output` (mode 0644).
+    """Build the eval network from `cfg` (native ops), load `checkpoint`, export as `file_format` (MINDIR,
+    ONNX, or AIR on Ascend), check the file reproduces the native network for batch sizes 2 and 1
+    (raising ExportCheckError naming `output`), and move it to `output` (mode 0644).
 
     The caller sets the device and the mode (the CLI: GRAPH_MODE); nothing global is changed here.
     """
@@ -107,17 +147,22 @@ def export_model(cfg: dict, checkpoint: str | os.PathLike, output: str | os.Path
     net.set_train(False)
     size = cfg["image_size"]
     log(f"[export] exporting {cfg['arch']} as {file_format} ...")
-    dynamic_batch = ms.Tensor(shape=[None, 3, size, size], dtype=ms.float32)
     output.parent.mkdir(parents=True, exist_ok=True)
     # MindSpore writes 0400 files and chmods the folder it writes into to 0700: use a private temp folder
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-        ms.export(net, dynamic_batch, file_name=os.path.join(tmp, "model"), file_format=file_format)
+        if file_format == "ONNX":
+            onnx_net = build_model(cfg, training=False, ops="onnx")
+            ms.load_param_into_net(onnx_net, net.parameters_dict(), strict_load=True)
+            _export_onnx(onnx_net, size, os.path.join(tmp, "model.onnx"))
+        else:
+            dynamic_batch = ms.Tensor(shape=[None, 3, size, size], dtype=ms.float32)
+            ms.export(net, dynamic_batch, file_name=os.path.join(tmp, "model"), file_format=file_format)
         produced = [p for p in Path(tmp).iterdir() if p.suffix.lower() == suffix]
         if len(produced) != 1:
             raise RuntimeError(f"mindspore.export wrote {sorted(os.listdir(tmp))} into {tmp}, expected one "
                                f"{suffix} file")
-        if check and file_format == "MINDIR":
-            check_dynamic_batch(net, produced[0], size, name=str(output), log=log)
+        if check and file_format in ("MINDIR", "ONNX"):
+            check_dynamic_batch(net, produced[0], size, name=str(output), log=log, file_format=file_format)
         os.chmod(produced[0], 0o644)
         os.replace(produced[0], output)
     log(f"[export] {cfg['arch']} -> {output} ({file_format}, input [None, 3, {size}, {size}] float32, "

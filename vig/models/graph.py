@@ -13,7 +13,6 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from .. import ops as vig_ops
-from ..ops.native import gather_neighbours
 from .layers import DropPath, Identity, conv_bn
 
 GRAPH_CONVS = ("mr", "edge", "sage", "gin")
@@ -67,9 +66,10 @@ class EdgeConv(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int, act: str = "gelu"):
         super().__init__()
         self.nn = basic_conv(in_channels * 2, out_channels, act)
+        self.gather_neighbours = vig_ops.gather_neighbours()
 
     def construct(self, x, idx, y=None):
-        x_j = gather_neighbours(x if y is None else y, idx)
+        x_j = self.gather_neighbours(x if y is None else y, idx)
         x_i = ops.tile(x, (1, 1, 1, idx.shape[-1]))
         edges = self.nn(ops.cat([x_i, x_j - x_i], axis=1))
         return ops.max(edges, axis=-1, keepdims=True)[0]
@@ -82,9 +82,10 @@ class GraphSAGE(nn.Cell):
         super().__init__()
         self.nn1 = basic_conv(in_channels, in_channels, act)
         self.nn2 = basic_conv(in_channels * 2, out_channels, act)
+        self.gather_neighbours = vig_ops.gather_neighbours()
 
     def construct(self, x, idx, y=None):
-        x_j = gather_neighbours(x if y is None else y, idx)
+        x_j = self.gather_neighbours(x if y is None else y, idx)
         x_j = ops.max(self.nn1(x_j), axis=-1, keepdims=True)[0]
         return self.nn2(ops.cat([x, x_j], axis=1))
 
@@ -96,9 +97,10 @@ class GINConv(nn.Cell):
         super().__init__()
         self.nn = basic_conv(in_channels, out_channels, act)
         self.eps = Parameter(Tensor(np.zeros((1,), np.float32)), name="eps")
+        self.gather_neighbours = vig_ops.gather_neighbours()
 
     def construct(self, x, idx, y=None):
-        x_j = gather_neighbours(x if y is None else y, idx)
+        x_j = self.gather_neighbours(x if y is None else y, idx)
         return self.nn((1 + self.eps) * x + x_j.sum(axis=-1, keepdims=True))
 
 

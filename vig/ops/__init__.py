@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from mindspore import nn
 
-from . import kernels, native
+from . import kernels, native, onnx
 from .build import library  # noqa: F401  (re-exported: whether a kernel source builds here)
 from .conv import Im2ColConv
 
@@ -37,17 +37,19 @@ from .conv import Im2ColConv
 PREFERENCES = {
     "auto": ("kernel", "native"),
     "native": ("native",),
+    "onnx": ("onnx", "native"),  # MindSpore's ONNX exporter: onnx.py's cells where native ones have no mapping
 }
 
 IMPLEMENTATIONS = {
-    "gelu": {"kernel": kernels.Gelu, "native": native.Gelu},
+    "gelu": {"kernel": kernels.Gelu, "native": native.Gelu, "onnx": onnx.Gelu},
     "conv": {"native": native.Conv},
     "pointwise_conv": {"kernel": kernels.PointwiseConv, "native": native.PointwiseConv},
     "im2col": {"kernel": kernels.Im2Col, "native": native.Im2Col},
     "bias_add": {"kernel": kernels.BiasAdd, "native": native.BiasAdd},
     "batch_norm": {"kernel": kernels.BatchNorm, "native": native.BatchNorm},
-    "dilated_knn": {"kernel": kernels.DilatedKnn, "native": native.DilatedKnn},
-    "max_relative": {"kernel": kernels.MaxRelative, "native": native.MaxRelative},
+    "dilated_knn": {"kernel": kernels.DilatedKnn, "native": native.DilatedKnn, "onnx": onnx.DilatedKnn},
+    "gather_neighbours": {"native": native.GatherNeighbours, "onnx": onnx.GatherNeighbours},
+    "max_relative": {"kernel": kernels.MaxRelative, "native": native.MaxRelative, "onnx": onnx.MaxRelative},
     "square_sum": {"kernel": kernels.SquareSum, "native": native.SquareSum},
     "scale": {"kernel": kernels.Scale, "native": native.Scale},
 }
@@ -154,6 +156,11 @@ def batch_norm(eps: float, momentum: float) -> nn.Cell:
 def dilated_knn(k: int, dilation: int, stochastic: bool = False, epsilon: float = 0.0) -> nn.Cell:
     """(x (B, C, N, 1), keys (B, C, M, 1) or None, rel (1, N, M) or None) -> (B, N, k) int32 neighbours."""
     return create("dilated_knn", k, dilation, stochastic, epsilon)
+
+
+def gather_neighbours() -> nn.Cell:
+    """(x (B, C, M, 1) keys, idx (B, N, k)) -> (B, C, N, k) neighbour features."""
+    return create("gather_neighbours")
 
 
 def max_relative() -> nn.Cell:

@@ -170,6 +170,13 @@ def gather_neighbours(x, idx):
     return out.reshape(-1, n, k, c).transpose(0, 3, 1, 2)
 
 
+class GatherNeighbours(NativeOp):
+    """(x (B, C, M, 1), idx (B, N, k)) -> (B, C, N, k): gather_neighbours as an op cell."""
+
+    def construct(self, x, idx):
+        return gather_neighbours(x, idx)
+
+
 def max_of_neighbours(x, idx):
     """max over j of gather_neighbours(x, idx)[..., j] -> (B, C, N, 1), exactly, for inference.
 
