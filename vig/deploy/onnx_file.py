@@ -1,4 +1,4 @@
-"""The ONNX file MindSpore's exporter writes, made batch-size independent, and run by onnxruntime.
+"""The ONNX file MindSpore's exporter writes, made batch-size independent (vig/deploy/infer.py runs it).
 
 MindSpore 2.10's `mindspore.export(..., file_format="ONNX")` cannot write a dynamic batch: an input
 `Tensor(shape=[None, 3, S, S])` is refused, so the file is exported for a fixed batch and its batch
@@ -8,10 +8,6 @@ hold the batch size - Expand, which broadcasts the kNN indices over the channels
 instead. Reshapes need nothing: the cells write -1 for the batch, and the exporter keeps it.
 """
 from __future__ import annotations
-
-import os
-
-import numpy as np
 
 BATCH_AXIS_NAME = "batch"
 
@@ -59,29 +55,3 @@ def open_batch_axis(model, batch: int):
         shape[0] = 1  # Expand broadcasts: 1 keeps the input's batch
         tensor.CopyFrom(numpy_helper.from_array(shape, tensor.name))
     return model
-
-
-def session(path: str | os.PathLike, threads: int | None = None, optimization: str = "all"):
-    """An onnxruntime CPU session on `path` (`threads` intra-op threads; None: onnxruntime's default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def runner(path: str | os.PathLike, threads: int | None = None):
-    """images (B, 3, S, S) float32 numpy -> logits numpy, through onnxruntime."""
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-
-    def run(images: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
-
-    return run
