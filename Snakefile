@@ -36,6 +36,11 @@ validate(config, str(WORKFLOW_SCHEMA_PATH))
 report: "report/workflow.rst"
 
 
+# A branch of the run (rules/common.smk): "" for the run itself, ablation/<variant>/ for a variant.
+wildcard_constraints:
+    branch=r"(ablation/[^/]+/)?",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/cluster.smk"
@@ -44,24 +49,20 @@ include: "rules/evaluate.smk"
 include: "rules/export.smk"
 include: "rules/infer.smk"
 include: "rules/summary.smk"
+include: "rules/ablation.smk"
 
 
-# With train.plan the run only times training (train/plan.json); otherwise the whole DAG.
+# With train.plan the run only times training (train/plan.json); otherwise the whole DAG, once per
+# branch (the run itself, or each ablation variant), and with an ablation the table comparing them.
 rule all:
     default_target: True
     input:
-        [run_path("train/plan.json")]
-        if PLAN_ONLY
-        else [
-            run_path("summary.json"),
-            [run_path(f"report/{picture}.png") for picture in PLOTS],
-            (
-                [
-                    run_path("report/patch_graph.png"),
-                    run_path("report/graph_health.png"),
-                ]
-                if DRAWS_GRAPH
-                else []
-            ),
-        ],
+        (
+            [branch_path("train/plan.json").format(branch=b) for b in TARGET_BRANCHES]
+            if PLAN_ONLY
+            else [
+                [branch_targets(branch) for branch in TARGET_BRANCHES],
+                ABLATION_TABLE if VARIANTS else [],
+            ]
+        ),
     localrule: True

@@ -1,9 +1,17 @@
-# Helpers shared by every stage: paths, the merged model config, per-step parameter subsets.
+# Helpers shared by every stage: paths, the merged model config of each branch, per-step parameter subsets.
+#
+# A run has one or more branches: the run itself (branch "", paths results/<run>/...) or, with an
+# `ablation` section, one per variant (branch "ablation/<variant>/", paths results/<run>/ablation/<variant>/...).
+# Rules that train, evaluate or deploy a model take the {branch} wildcard and read that branch's own
+# merged config through functions of it; the dataset and the rank table are shared by every branch.
 import json
 import shlex
 from pathlib import Path
 
 from vig.cluster import RANK_TABLE_CONFIG_KEYS, RankTableError, planned_topology
+from snakemake.io import strip_wildcard_constraints
+
+from vig.ablation import branch_of, variant_configs, variant_of
 from vig.config import (
     ConfigError,
     coerce_to_schema,
@@ -18,15 +26,21 @@ ENV = "../envs/vig.yaml"
 
 
 def run_path(path):
+    """A file the run's branches share (the dataset, the rank table)."""
     return f"{RUN}/{path}"
 
 
-def log_path(rule_name):
-    return f"{RUN}/logs/{rule_name}.log"
+def branch_path(path):
+    """A file of one branch: a pattern with the {branch} wildcard ("" for the run itself)."""
+    return f"{RUN}/{{branch}}{path}"
 
 
-def bench_path(rule_name):
-    return f"{RUN}/benchmarks/{rule_name}.tsv"
+def log_path(rule_name, branch=False):
+    return (branch_path if branch else run_path)(f"logs/{rule_name}.log")
+
+
+def bench_path(rule_name, branch=False):
+    return (branch_path if branch else run_path)(f"benchmarks/{rule_name}.tsv")
 
 
 def script(name):
@@ -50,6 +64,32 @@ except ConfigError as exc:
     ) from None
 
 ARCH = MODEL_CFG["arch"]
+
+try:  # each ablation variant's merged config, validated now (errors name the variant and the key)
+    VARIANTS = variant_configs(
+        MODEL_CONFIG, TRAIN_OVERRIDES, MODEL_CFG, config.get("ablation") or {}
+    )
+except ConfigError as exc:
+    raise WorkflowError(f"config key 'ablation': {exc}") from None
+# branch -> (the overrides its steps pass as --set, its merged config)
+BRANCHES = {"": (TRAIN_OVERRIDES, MODEL_CFG)}
+BRANCHES.update({branch_of(name): found for name, found in VARIANTS.items()})
+# the branches the run targets: the run itself, or the ablation's variants
+TARGET_BRANCHES = [branch_of(name) for name in VARIANTS] or [""]
+
+
+def branch_config(branch):
+    return BRANCHES[branch][1]
+
+
+def branch_label(wildcards):
+    """The report's subcategory of a branch's pictures: its variant (None, as before, for the run itself)."""
+    return variant_of(wildcards.branch)
+
+
+def per_branch(function, *args, **kwargs):
+    """A params function: `function(branch, ...)` for the job's {branch} wildcard."""
+    return lambda wildcards: function(wildcards.branch, *args, **kwargs)
 
 
 def weights_setting(key, value):
@@ -84,7 +124,12 @@ if not FROM_WEIGHTS:
     PRETRAINED = PRETRAINED or weights_setting(
         f"'pretrained' of {MODEL_CONFIG}", MODEL_CFG.get("pretrained")
     )
-WEIGHTS = FROM_WEIGHTS or run_path(f"train/{ARCH}.ckpt")
+if FROM_WEIGHTS and VARIANTS:
+    raise WorkflowError(
+        "config keys train.from_weights and ablation are both set: an ablation trains each variant; "
+        "deploy given weights in a run without the ablation section"
+    )
+WEIGHTS = FROM_WEIGHTS or branch_path(f"train/{ARCH}.ckpt")
 
 
 # What shapes the network and its input (evaluation, export, preprocessing).
@@ -100,11 +145,12 @@ NETWORK_KEYS = (
 )
 
 
-def model_args(only=None):
-    """--vig_config plus one --set per train_overrides entry (JSON values are valid YAML); `only`
-    keeps the overrides a step depends on, so other keys do not rerun it."""
+def model_args(branch, only=None):
+    """--vig_config plus one --set per override of the branch (train_overrides, and the variant's
+    keys in an ablation; JSON values are valid YAML); `only` keeps the overrides a step depends on, so
+    other keys do not rerun it."""
     args = ["--vig_config", MODEL_CONFIG]
-    for key, value in TRAIN_OVERRIDES.items():
+    for key, value in BRANCHES[branch][0].items():
         if only is None or key in only:
             args += ["--set", f"{key}={json.dumps(value)}"]
     return " ".join(shlex.quote(a) for a in args)
@@ -158,10 +204,10 @@ def launch_prefix():
 
 # training_params() and model_params() go into `params:` that no command reads: Snakemake reruns a
 # step when its params change, so these say which config keys rerun which steps.
-def training_params():
+def training_params(branch):
     """What shapes training: a change reruns training and everything after it. The starting weights
     count by content (their mtime is tracked as an input too)."""
-    params = training_config(MODEL_CFG)
+    params = training_config(branch_config(branch))
     if PRETRAINED:
         from vig.weights import file_sha256
 
@@ -169,9 +215,9 @@ def training_params():
     return params
 
 
-def model_params():
+def model_params(branch):
     """What shapes the network and its input (evaluation, export, preprocessing)."""
-    return {k: MODEL_CFG[k] for k in NETWORK_KEYS}
+    return {k: branch_config(branch)[k] for k in NETWORK_KEYS}
 
 
 def data_input():
@@ -184,22 +230,19 @@ def data_dir_param(wildcards, input):
     return input.data if config["data"]["demo"] else config["data"]["data_url"]
 
 
-def summary_origin():
+def summary_origin(branch):
     """Where the deployed weights came from, for the summary and the report."""
     if FROM_WEIGHTS:
         return "--weights_origin 'given (train.from_weights)'"
     started = f" --pretrained {shlex.quote(PRETRAINED)}" if PRETRAINED else ""
-    return (
-        "--weights_origin trained --train_metrics "
-        + run_path("train/metrics.jsonl")
-        + started
-    )
+    metrics = branch_path("train/metrics.jsonl").format(branch=branch)
+    return f"--weights_origin trained --train_metrics {metrics}{started}"
 
 
-# plot_graph traces the original graph's layers (vig/graph_view.py); the seed port's graph has its own
-DRAWS_GRAPH = (MODEL_CFG.get("model_overrides") or {}).get(
-    "graph", "original"
-) == "original"
+def draws_graph(branch):
+    """plot_graph traces the original graph's layers (vig/graph_view.py); the seed port's graph has its own."""
+    overrides = branch_config(branch).get("model_overrides") or {}
+    return overrides.get("graph", "original") == "original"
 
 
 def graph_images_args():
@@ -210,9 +253,16 @@ def graph_images_args():
     return f"--num_classes {chosen.get('num_classes', 4)}"
 
 
+def is_per_branch(rule_name):
+    return "branch" in workflow.get_rule(rule_name).wildcard_names
+
+
 def steps_needed_by(rule_name):
     """The rules whose outputs `rule_name` needs, directly or not, and itself, in workflow order."""
-    producers = {str(f): r for r in workflow.rules for f in r.output}
+    # outputs carry the {branch} wildcard's constraint, inputs the bare pattern
+    producers = {
+        strip_wildcard_constraints(str(f)): r for r in workflow.rules for f in r.output
+    }
     needed, pending = {rule_name}, list(workflow.get_rule(rule_name).input)
     while pending:
         producer = producers.get(str(pending.pop()))
@@ -220,3 +270,30 @@ def steps_needed_by(rule_name):
             needed.add(producer.name)
             pending.extend(producer.input)
     return [r.name for r in workflow.rules if r.name in needed]
+
+
+def branch_targets(branch):
+    """The targets of one branch: its parity-gated summary and its report pictures (PLOTS: rules/summary.smk)."""
+    pictures = [f"report/{picture}.png" for picture in PLOTS]
+    if draws_graph(branch):
+        pictures += ["report/patch_graph.png", "report/graph_health.png"]
+    return [
+        branch_path(path).format(branch=branch) for path in ["summary.json", *pictures]
+    ]
+
+
+ABLATION_TABLE = run_path("ablation/table.csv")
+
+
+def branch_files(path):
+    """One file of every ablation branch, in the config's order of variants."""
+    return [branch_path(path).format(branch=branch_of(name)) for name in VARIANTS]
+
+
+def variant_args():
+    """ablation_table.py's --variant NAME FOLDER CHANGES per variant: what it reads and what it changed."""
+    args = []
+    for name in VARIANTS:
+        changes = json.dumps(config["ablation"][name] or {}, sort_keys=True)
+        args += ["--variant", name, f"{RUN}/{branch_of(name)}", changes]
+    return " ".join(shlex.quote(a) for a in args)

@@ -3,12 +3,12 @@ rule evaluate:
         ckpt=WEIGHTS,
         data=data_input(),
     output:
-        metrics=run_path("eval/metrics.json"),
-        predictions=run_path("eval/predictions.json"),
+        metrics=branch_path("eval/metrics.json"),
+        predictions=branch_path("eval/predictions.json"),
     log:
-        log_path("evaluate"),
+        log_path("evaluate", branch=True),
     benchmark:
-        bench_path("evaluate")
+        bench_path("evaluate", branch=True)
     conda:
         ENV
     threads: 2
@@ -17,9 +17,9 @@ rule evaluate:
         runtime=60,
     params:
         script=script("evaluate"),
-        model=model_args(),
+        model=per_branch(model_args),
         data=data_dir_param,
-        network=model_params(),  # not in the command: a change reruns this step
+        network=per_branch(model_params),  # not in the command: a change reruns this step
         batch_size=config.get("evaluate", {}).get("batch_size", 64),
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "

@@ -2,11 +2,11 @@ rule export:
     input:
         ckpt=WEIGHTS,
     output:
-        run_path(f"export/{ARCH}.mindir"),
+        branch_path(f"export/{ARCH}.mindir"),
     log:
-        log_path("export"),
+        log_path("export", branch=True),
     benchmark:
-        bench_path("export")
+        bench_path("export", branch=True)
     conda:
         ENV
     threads: 1
@@ -15,7 +15,7 @@ rule export:
         runtime=30,
     params:
         script=script("export"),
-        model=model_args(),
-        network=model_params(),  # not in the command: a change reruns this step
+        model=per_branch(model_args),
+        network=per_branch(model_params),  # not in the command: a change reruns this step
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --output {output} > {log} 2>&1"

@@ -4,12 +4,12 @@ rule preprocess_310:
         manifest=run_path("dataset/manifest.json"),
         data=data_input(),
     output:
-        bins=directory(run_path("infer/preprocess_Result/images")),
-        labels=run_path("infer/preprocess_Result/imagenet_label.json"),
+        bins=directory(branch_path("infer/preprocess_Result/images")),
+        labels=branch_path("infer/preprocess_Result/imagenet_label.json"),
     log:
-        log_path("preprocess_310"),
+        log_path("preprocess_310", branch=True),
     benchmark:
-        bench_path("preprocess_310")
+        bench_path("preprocess_310", branch=True)
     conda:
         ENV
     threads: 1
@@ -18,9 +18,9 @@ rule preprocess_310:
         runtime=60,
     params:
         script=script("preprocess_310"),
-        model=model_args(only=NETWORK_KEYS),
+        model=per_branch(model_args, only=NETWORK_KEYS),
         data=data_dir_param,
-        network=model_params(),  # not in the command: a change reruns this step
+        network=per_branch(model_params),  # not in the command: a change reruns this step
     shell:
         "python {params.script} {params.model} --data_url {params.data:q} --split val "
         "--output_dir {output.bins} --labels {output.labels} > {log} 2>&1"
@@ -31,12 +31,12 @@ rule infer:
         mindir=rules.export.output[0],
         bins=rules.preprocess_310.output.bins,
     output:
-        results=directory(run_path("infer/result_Files")),
-        latency=run_path("infer/latency.json"),
+        results=directory(branch_path("infer/result_Files")),
+        latency=branch_path("infer/latency.json"),
     log:
-        log_path("infer"),
+        log_path("infer", branch=True),
     benchmark:
-        bench_path("infer")
+        bench_path("infer", branch=True)
     conda:
         ENV
     threads: 2
@@ -57,12 +57,12 @@ rule postprocess:
         results=rules.infer.output.results,
         labels=rules.preprocess_310.output.labels,
     output:
-        accuracy=run_path("infer/accuracy.json"),
-        predictions=run_path("infer/predictions.json"),
+        accuracy=branch_path("infer/accuracy.json"),
+        predictions=branch_path("infer/predictions.json"),
     log:
-        log_path("postprocess"),
+        log_path("postprocess", branch=True),
     benchmark:
-        bench_path("postprocess")
+        bench_path("postprocess", branch=True)
     localrule: True
     conda:
         ENV

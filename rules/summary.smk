@@ -8,11 +8,11 @@ rule summary:
         metrics=[] if FROM_WEIGHTS else rules.train.output.metrics,
         weights=WEIGHTS,
     output:
-        run_path("summary.json"),
+        branch_path("summary.json"),
     log:
-        log_path("summary"),
+        log_path("summary", branch=True),
     benchmark:
-        bench_path("summary")
+        bench_path("summary", branch=True)
     localrule: True
     conda:
         ENV
@@ -22,7 +22,7 @@ rule summary:
         runtime=5,
     params:
         script=script("summary"),
-        origin=summary_origin(),
+        origin=per_branch(summary_origin),
     shell:
         "python {params.script} --eval {input.eval} --eval_predictions {input.eval_predictions} "
         "--deployed MINDIR {input.accuracy} {input.predictions} --latency {input.latency} "
@@ -42,7 +42,7 @@ PLOTS = {
     "accuracy": ("accuracy", rules.summary.output[0], "Deployment"),
     "benchmarks": (
         "benchmarks",
-        [bench_path(step) for step in steps_needed_by("summary")],
+        [bench_path(step, is_per_branch(step)) for step in steps_needed_by("summary")],
         "Run time",
     ),
 }
@@ -57,14 +57,15 @@ for picture, (kind, picture_input, category) in PLOTS.items():
             picture_input,
         output:
             report(
-                run_path(f"report/{picture}.png"),
+                branch_path(f"report/{picture}.png"),
                 caption=f"../report/{picture}.rst",
                 category=category,
+                subcategory=branch_label,
             ),
         log:
-            log_path(f"plot_{picture}"),
+            log_path(f"plot_{picture}", branch=True),
         benchmark:
-            bench_path(f"plot_{picture}")
+            bench_path(f"plot_{picture}", branch=True)
         localrule: True
         conda:
             ENV
@@ -85,20 +86,22 @@ rule plot_graph:
         data=data_input(),
     output:
         graph=report(
-            run_path("report/patch_graph.png"),
+            branch_path("report/patch_graph.png"),
             caption="../report/patch_graph.rst",
             category="Graph",
+            subcategory=branch_label,
         ),
         health=report(
-            run_path("report/graph_health.png"),
+            branch_path("report/graph_health.png"),
             caption="../report/graph_health.rst",
             category="Graph",
+            subcategory=branch_label,
         ),
-        numbers=run_path("graph/health.json"),
+        numbers=branch_path("graph/health.json"),
     log:
-        log_path("plot_graph"),
+        log_path("plot_graph", branch=True),
     benchmark:
-        bench_path("plot_graph")
+        bench_path("plot_graph", branch=True)
     conda:
         ENV
     threads: 1
@@ -107,9 +110,9 @@ rule plot_graph:
         runtime=10,
     params:
         script=script("plot_graph"),
-        model=model_args(),
+        model=per_branch(model_args),
         data=data_dir_param,
-        network=model_params(),  # a new model shape reruns the drawing
+        network=per_branch(model_params),  # a new model shape reruns the drawing
         which=graph_images_args(),
     shell:
         "python {params.script} {params.model} --pretrained {input.ckpt:q} --data_url {params.data:q} "

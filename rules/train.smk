@@ -1,6 +1,7 @@
 # Only the final artefacts are declared: Snakemake deletes declared outputs of an interrupted job.
 # The per-epoch state lives in train_state/<training hash>/, outside the outputs, so
-# `snakemake --rerun-incomplete` resumes from the last finished epoch.
+# `snakemake --rerun-incomplete` resumes from the last finished epoch. Each branch (an ablation's
+# variant) has its own outputs and state folder, so each resumes on its own.
 rule train:
     input:
         manifest=run_path("dataset/manifest.json"),
@@ -8,12 +9,12 @@ rule train:
         data=data_input(),
         pretrained=PRETRAINED or [],
     output:
-        ckpt=run_path(f"train/{ARCH}.ckpt"),
-        metrics=run_path("train/metrics.jsonl"),
+        ckpt=branch_path(f"train/{ARCH}.ckpt"),
+        metrics=branch_path("train/metrics.jsonl"),
     log:
-        log_path("train"),
+        log_path("train", branch=True),
     benchmark:
-        bench_path("train")
+        bench_path("train", branch=True)
     conda:
         ENV
     threads: config.get("train", {}).get("threads", 2)
@@ -22,17 +23,17 @@ rule train:
     params:
         launch=launch_prefix(),
         script=script("train"),
-        model=model_args(),
+        model=per_branch(model_args),
         data=data_dir_param,
-        state_root=run_path("train_state"),
-        log_dir=run_path("logs/train_workers"),
+        state_root=branch_path("train_state"),
+        log_dir=branch_path("logs/train_workers"),
         master_port=config["cluster"].get("master_port", 8118),
         master_addr=(
             f"--master_addr {config['cluster']['master_addr']}"
             if "master_addr" in config["cluster"]
             else ""
         ),
-        training=training_params(),  # not in the command: a change reruns training
+        training=per_branch(training_params),  # not in the command: a change reruns training
         pretrained=f"--pretrained {shlex.quote(PRETRAINED)}" if PRETRAINED else "",
     shell:
         "{params.launch} python {params.script} {params.model} --data_url {params.data:q} "
@@ -50,11 +51,11 @@ rule train_plan:
         data=data_input(),
         pretrained=PRETRAINED or [],
     output:
-        run_path("train/plan.json"),
+        branch_path("train/plan.json"),
     log:
-        log_path("train_plan"),
+        log_path("train_plan", branch=True),
     benchmark:
-        bench_path("train_plan")
+        bench_path("train_plan", branch=True)
     conda:
         ENV
     threads: config.get("train", {}).get("threads", 2)
@@ -63,10 +64,10 @@ rule train_plan:
     params:
         launch=launch_prefix(),
         script=script("train"),
-        model=model_args(),
+        model=per_branch(model_args),
         data=data_dir_param,
-        state_root=run_path("train_state"),  # read only: the plan saves no state
-        log_dir=run_path("logs/train_plan_workers"),
+        state_root=branch_path("train_state"),  # read only: the plan saves no state
+        log_dir=branch_path("logs/train_plan_workers"),
         master_port=config["cluster"].get("master_port", 8118),
         master_addr=(
             f"--master_addr {config['cluster']['master_addr']}"

@@ -82,7 +82,8 @@ def validate_model_config(cfg: dict, source: str = "<config>") -> None:
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             allowed = ", ".join(sorted(err.schema.get("properties", {})))
             renamed = "".join(f" ({old} is now {RENAMED_KEYS[old]})" for old in extra if old in RENAMED_KEYS)
-            lines.append(f"unknown key(s) {', '.join(extra)}{renamed}; allowed keys: {allowed}")
+            where = f" under '{key}'" if err.path else ""
+            lines.append(f"unknown key(s) {', '.join(extra)}{where}{renamed}; allowed keys: {allowed}")
         else:
             rules = ("type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                      "minItems", "maxItems", "required")

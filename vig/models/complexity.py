@@ -65,3 +65,29 @@ def model_complexity(model, with_macs: bool = True) -> dict:
     if with_macs:
         out["macs"] = count_macs(model)
     return out
+
+
+def forward_throughput(model, batch_size: int, image_size: int | None = None, warmup: int = 2,
+                       repeats: int = 10) -> dict:
+    """In-framework inference speed: the eval forward pass compiled once (GRAPH_MODE jit), then the
+    median wall time of `repeats` batches of random images after `warmup` batches."""
+    import statistics
+    import time
+
+    size = image_size or model.cfg.image_size
+    images = Tensor(np.random.default_rng(0).standard_normal((batch_size, 3, size, size), dtype=np.float32))
+    model.set_train(False)
+
+    @ms.jit
+    def forward(x):
+        return model(x)
+
+    times = []
+    for step in range(warmup + repeats):
+        start = time.perf_counter()
+        forward(images).asnumpy()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"images_per_s": batch_size / median, "batch_size": batch_size, "image_size": size,
+            "batch_s_median": median, "repeats": repeats}
