@@ -170,3 +170,12 @@ def test_model_overrides_schema_lists_exactly_the_vig_config_fields():
     from vig.models.vig import ViGConfig
 
     assert set(model_schema()["properties"]["model_overrides"]["properties"]) == set(ViGConfig.__dataclass_fields__)
+
+
+def test_nested_command_line_values_are_read_as_the_model_schema_asks():
+    """`--config ablation='{k8: {model_overrides: {channels: [24], k: 8}}}'` delivers '24' and '8' as strings."""
+    from vig.config import coerce_to_schema, model_schema
+
+    given = {"model_overrides": {"channels": ["24", "48"], "k": "8", "conv": "edge", "use_dilation": "false"}}
+    assert coerce_to_schema(given, model_schema()) == {
+        "model_overrides": {"channels": [24, 48], "k": 8, "conv": "edge", "use_dilation": False}}

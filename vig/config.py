@@ -139,6 +139,8 @@ def coerce_to_schema(data, schema: dict):
     if isinstance(data, dict):
         props = schema.get("properties", {})
         return {k: coerce_to_schema(v, props.get(k, {})) for k, v in data.items()}
+    if isinstance(data, list) and isinstance(schema.get("items"), dict):  # `[24]` arrives as ['24']
+        return [coerce_to_schema(v, schema["items"]) for v in data]
     wanted = schema.get("type")
     wanted = [wanted] if isinstance(wanted, str) else list(wanted or [])
     if isinstance(data, str) and wanted and "string" not in wanted:
