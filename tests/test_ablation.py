@@ -152,7 +152,7 @@ def test_the_table_reads_each_number_from_its_branch(tmp_path):
                                                                                ("MINDIR", "0.93", "passed")]
     assert json.loads(rows[1]["changes"]) == {"model_overrides": {"conv": "edge"}}
     page = html_path.read_text()
-    assert "<td class=best>0.9300</td>" in page and "0.1330 M" in page and "4.10 M" in page
+    assert "<td class=best>0.9300</td>" in page and "0.133 M" in page and "4.10 M" in page
 
 
 def test_a_branch_with_a_missing_file_stops_the_table_naming_it(tmp_path):
