@@ -53,13 +53,35 @@ def _eager_forward(net, x) -> np.ndarray:
         ms.set_context(mode=previous)
 
 
+def rounding_sensitivity(net, x: np.ndarray, trials: int = 3, seed: int = 0) -> float:
+    """How far `net`'s outputs move when every input value changes by one float32 rounding step (2^-23
+    relative, random sign): the largest change over `trials` such inputs.
+
+    The kNN makes ViG discontinuous: a neighbour whose distance ties another's to ~1e-7 flips with any
+    rounding change, and with it a max-relative feature. Another runtime (onnxruntime's kernels sum in
+    another order) flips such neighbours too, so its logits may differ by this much from a correct graph."""
+    import mindspore as ms
+
+    rng = np.random.default_rng(seed)
+    base = _eager_forward(net, ms.Tensor(x))
+    moved = 0.0
+    for _ in range(trials):
+        nudged = (x * (1 + rng.choice([-1.0, 1.0], x.shape) * 2.0 ** -23)).astype(np.float32)
+        moved = max(moved, float(np.abs(_eager_forward(net, ms.Tensor(nudged)) - base).max()))
+    return moved
+
+
 def check_dynamic_batch(net, path: str | os.PathLike, image_size: int, batch_sizes=(2, 1), seed: int = 0,
                         name: str | None = None, log=print, file_format: str = "MINDIR") -> dict:
-    """Run the exported file and the network on the same random batches of each size; raise if they differ
-    by more than 1e-4 of the largest logit (at least 1e-4).
+    """Run the exported file (MINDIR: nn.GraphCell; ONNX: onnxruntime) and the network on the same random
+    batches of each size; raise ExportCheckError naming the file if they differ.
 
-    Catches ops whose loaded shape inference breaks when the batch size changes between calls
-    (the sizes are run in sequence, a larger one first). Returns {batch size: max abs difference}.
+    Allowed: 1e-4 of the largest logit (at least 1e-4). For ONNX, a larger difference passes only if
+    the network itself moves as far when its input changes by one rounding step (rounding_sensitivity:
+    near-tied kNN neighbours that another runtime's rounding flips), by at most twice that; a wrong op
+    moves every logit by far more. The sizes run in sequence, a larger one first, which catches ops whose
+    loaded shape inference breaks when the batch size changes between calls. Returns {batch size: max
+    abs difference}.
     """
     import mindspore as ms
 
@@ -81,12 +103,24 @@ def check_dynamic_batch(net, path: str | os.PathLike, image_size: int, batch_siz
             raise ExportCheckError(f"{name}: the exported graph fails on a batch of {batch}{after}: "
                                    f"{str(exc).strip().splitlines()[0]}") from exc
         want = _eager_forward(net, ms.Tensor(x))
-        diffs[batch] = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-        scale = max(1.0, float(np.abs(want).max()))
-        if got.shape != want.shape or diffs[batch] > 1e-4 * scale:
+        if got.shape != want.shape:
             raise ExportCheckError(f"{name}: for a batch of {batch} the exported graph gives outputs "
-                                   f"{got.shape} that differ from the network's {want.shape} by up to "
-                                   f"{diffs[batch]:.3g} (allowed {1e-4 * scale:.3g})")
+                                   f"{got.shape}, the network {want.shape}")
+        diffs[batch] = float(np.abs(got - want).max())
+        allowed = 1e-4 * max(1.0, float(np.abs(want).max()))
+        why = f"allowed {allowed:.3g}"
+        if diffs[batch] > allowed and file_format == "ONNX":
+            moved = rounding_sensitivity(net, x)
+            why = (f"allowed {allowed:.3g}, or twice the {moved:.3g} the network itself moves under a "
+                   f"one-rounding-step change of its input")
+            if diffs[batch] <= 2 * moved:
+                log(f"[export] {name}: batch of {batch}: onnxruntime differs by {diffs[batch]:.3g}, within "
+                    f"twice what the network moves under a one-rounding-step input change ({moved:.3g}: "
+                    f"near-tied kNN neighbours)")
+                allowed = 2 * moved
+        if diffs[batch] > allowed:
+            raise ExportCheckError(f"{name}: for a batch of {batch} the exported graph's outputs differ from "
+                                   f"the network's by up to {diffs[batch]:.3g} ({why})")
     log(f"[export] checked {name} against the network for batch sizes {list(batch_sizes)}: "
         f"max abs difference {max(diffs.values()):.3g}")
     return diffs
