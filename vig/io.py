@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -89,6 +90,14 @@ def save_checkpoint(entries, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(path, create=False) as tmp:  # same suffix: MindSpore appends .ckpt to names without it
         ms.save_checkpoint(entries, str(tmp), **kwargs)
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .io import sha256_file
+
 # The classifier's last layer (a 1x1 conv): `prediction.4` as in the original vig_pytorch, `head.3` in the
 # model-zoo port's graph (vig/models/seed_port.py).
 HEAD_NAMES = ("prediction.4.weight", "prediction.4.bias", "head.3.weight", "head.3.bias")
@@ -135,9 +137,7 @@ def detect_format(names: Iterable[str], source: str = "weights") -> WeightFormat
 # ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    from .train.checkpoint import sha256_file
-
-    return sha256_file(Path(path))
+    return sha256_file(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import save_checkpoint, write_json
+from ..io import save_checkpoint, sha256_file, write_json
 
 STATE_RE = re.compile(r"^state-e(\d{4,})\.ckpt$")
 GROUPS = ("net", "opt", "ema", "scaler")
@@ -60,14 +59,6 @@ def state_path(folder: Path, epoch: int) -> Path:
 
 def manifest_path(ckpt: Path) -> Path:
     return ckpt.with_suffix(".json")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(ckpt: Path) -> dict:
@@ -245,11 +236,16 @@ def prune_states(folder: Path, keep_last: int) -> None:
 BEST_NAME = "best.ckpt"
 
 
+def write_weights(path: str | os.PathLike, params: dict) -> Path:
+    """{name: Parameter/Tensor} as a MindSpore .ckpt with those names (the model's), atomically."""
+    return save_checkpoint([{"name": name, "data": p} for name, p in params.items()], path)
+
+
 def save_best(folder: Path, best: dict, params: dict) -> Path:
     """The best epoch's weights (model parameter names) then best.json naming epoch and top-1, atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / BEST_NAME
-    save_checkpoint([{"name": name, "data": p} for name, p in params.items()], ckpt)
+    write_weights(ckpt, params)
     write_json(manifest_path(ckpt), {"epoch": int(best["epoch"]), "top1": best["top1"], "size": ckpt.stat().st_size,
                                      "sha256": sha256_file(ckpt)})
     return ckpt

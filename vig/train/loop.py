@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import build_model, training_hash
-from ..io import save_checkpoint, write_jsonl
+from ..io import write_jsonl
 from . import checkpoint as ckpt_io
 from .distributed import Context
 
@@ -64,11 +64,6 @@ def optimizer_parameters(optimizer, net_params: dict) -> dict:
     """The optimizer's own state (moments, global_step, ...), not the network weights it updates."""
     own = {id(p) for p in net_params.values()}
     return {name: p for name, p in optimizer.parameters_and_names() if id(p) not in own}
-
-
-def write_weights(path: str, params: dict) -> None:
-    """Model weights as a MindSpore .ckpt (parameter names of the model), atomically."""
-    save_checkpoint([{"name": name, "data": p} for name, p in params.items()], path)
 
 
 class swapped_weights:
@@ -344,7 +339,7 @@ class Trainer:
             params = ckpt_io.load_best(self.state_dir, self.best)
         else:
             params = self.ema.named_shadows() if choice == "ema" else self.net_params
-        write_weights(self.opts.output_ckpt, params)
+        ckpt_io.write_weights(self.opts.output_ckpt, params)
         kind = {"best": f"best (epoch {self.best['epoch']}, val top-1 {self.best['top1']:.4f})",
                 "ema": "EMA", "last": "last epoch's"}[choice]
         self.log(f"[train] wrote the {kind} weights to {self.opts.output_ckpt} (final_weights: {choice})")
