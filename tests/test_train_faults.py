@@ -107,7 +107,7 @@ def test_a_second_trainer_on_a_state_folder_in_use_is_refused_at_once(job, tmp_p
     cmd = train_command(root, data, tmp_path, ranks=2)
     script = runpy.run_path(TRAIN, run_name="train_script")  # its own parser and config: the same hash
     args = script["build_parser"]().parse_args(cmd[2:])
-    cfg = script["load_config"](args)
+    cfg = script["config_from_args"](args)
     cfg["data_url"] = str(data)
     script["pretrained_path"](args, cfg, required=False)
     from vig.config import training_hash

@@ -17,7 +17,8 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import add_config_arguments, load_config, run  # noqa: E402
+from vig.config import add_config_arguments, config_from_args  # noqa: E402
+from vig.deploy.cli import run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     def preprocess():
         from vig.deploy.preprocess import preprocess_split
 
-        cfg = load_config(args)
+        cfg = config_from_args(args)
         preprocess_split(cfg, args.data_url, args.split, args.output_dir, args.labels, args.progress_every)
 
     return run(preprocess, "preprocess_310.py")

@@ -23,9 +23,9 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser, add_config_key_flags  # noqa: E402
-from vig.config import DEFAULTS  # noqa: E402
+from vig.config import DEFAULTS, config_from_args  # noqa: E402
 from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
-                           in_launched_worker, launch_or_init, load_config, run_cli, script_argv)
+                           in_launched_worker, launch_or_init, run_cli, script_argv)
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv=None) -> int:
     argv = script_argv(argv)
     args = build_parser().parse_args(argv)
-    cfg = load_config(args)
+    cfg = config_from_args(args)
     data_url = args.data_url or cfg["data_url"]
     check_data_dir(data_url, ("train", "val"))
     cfg["data_url"] = data_url

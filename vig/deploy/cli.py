@@ -1,9 +1,7 @@
-"""Shared pieces of the deployment CLIs (workflow_scripts/*.py): the model config options, the device and
-the error exit."""
+"""Shared pieces of the deployment CLIs (workflow_scripts/*.py): the device and the error exit."""
 from __future__ import annotations
 
 from ..cli import run_cli
-from ..config import add_config_arguments, config_from_args as load_config  # noqa: F401  (re-exported)
 
 
 def set_device(cfg: dict, graph_mode: bool = True, threads: int | None = None) -> None:

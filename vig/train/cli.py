@@ -13,7 +13,6 @@ from pathlib import Path
 from .. import cli as common
 from ..cli import UsageError
 from ..config import add_config_arguments as add_model_config_arguments
-from ..config import config_from_args as load_config  # noqa: F401  (the CLIs' name for it)
 from .distributed import (LAUNCHERS, LaunchError, Topology, format_plan, in_launched_worker,  # noqa: F401
                           launch_plan, read_topology, resolve_launcher, run_plan)
 from .lifetime import Stopped, bind_to_launcher, stop_signals_raise
