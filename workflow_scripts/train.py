@@ -34,11 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     add_pretrained_argument(parser)
     parser.add_argument("--output_ckpt", metavar="PATH",
-                        help="final model weights as a MindSpore .ckpt (the EMA weights when ema is on); rank 0 "
-                             "writes it (default: ckpt_0/<arch>.ckpt, where the seed's eval command looks)")
+                        help="the final weights as a MindSpore .ckpt (the config's final_weights: last, best or "
+                             "ema; unset, ema when ema is on, else last); rank 0 writes it (default: "
+                             "ckpt_0/<arch>.ckpt, where the seed's eval command looks)")
     parser.add_argument("--metrics", metavar="PATH",
                         help="JSON lines, one record per epoch: epoch, train_loss, lr, val_top1, val_top5, val_loss, "
-                             "images/s, seconds (rewritten atomically after every epoch by rank 0)")
+                             "val_images, images/s, seconds; the last also final_weights and final_epoch "
+                             "(rewritten atomically after every epoch by rank 0)")
     parser.add_argument("--state_root", default="train_state", metavar="DIR",
                         help="resumable per-epoch state lives in DIR/<training hash of the config>/ "
                              "(keep it out of Snakemake outputs) (default %(default)s)")
