@@ -1,20 +1,21 @@
 """Time the original PyTorch ViG (huawei-noah/Efficient-AI-Backbones, vig_pytorch) on CPU.
 
 Run by bench/model_throughput.py with a python that has torch; never imported by the `vig` package.
-Prints one JSON line: {"model", "infer_s", "train_s", "peak_rss_gb", ...}. The input batch is read from
-an .npy file so both frameworks see the same images.
+Prints one JSON line: {"framework", "model", "mode", "step_s", "times_s", "cpu_s", "img_per_s",
+"peak_rss_gb", ...} (mode knn: per-block "blocks"), timed as the MindSpore side is. The input batch is
+read from an .npy file so both frameworks see the same images.
 """
 from __future__ import annotations
 
 import json
 import resource
 import sys
-import time
 import types
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # vig.cli only: no MindSpore in this venv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # vig.cli, model_throughput: no MindSpore here
 from vig.cli import Parser  # noqa: E402
+from model_throughput import median_time  # noqa: E402  (the MindSpore side's timing: the same statistics)
 
 
 def install_timm_shim() -> bool:
@@ -57,17 +58,16 @@ def install_timm_shim() -> bool:
     return True
 
 
-def median_time(fn, warmup: int, repeats: int) -> tuple[float, list[float], float]:
-    """Median wall seconds, all wall times, median process CPU seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return sorted(times)[len(times) // 2], times, sorted(cpu)[len(cpu) // 2]
+def load_original(folder: str):
+    """The original's vig.py (isotropic models) from `folder`. Loaded by path under another name: `import
+    vig` would return this repository's package, which vig.cli brought into sys.modules."""
+    import importlib.util
+
+    sys.path.insert(0, folder)  # for its own `from gcn_lib import ...`
+    spec = importlib.util.spec_from_file_location("original_vig", Path(folder) / "vig.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def time_knn_blocks(net, batch: int, args) -> list[dict]:
@@ -99,8 +99,8 @@ def time_knn_blocks(net, batch: int, args) -> list[dict]:
             with torch.no_grad():
                 conv.gconv(feats, conv.dilated_knn_graph(feats, keys, rel), keys)
 
-        seconds, _, _ = median_time(step, args.warmup, args.repeats)
-        graph_seconds, _, _ = median_time(graph_step, args.warmup, args.repeats)
+        seconds = median_time(step, args.warmup, args.repeats)["step_s"]
+        graph_seconds = median_time(graph_step, args.warmup, args.repeats)["step_s"]
         out.append({"block": i, "k": conv.k, "dilation": conv.d, "nodes": grapher.n, "ms": 1e3 * seconds,
                     "graph_ms": 1e3 * graph_seconds})
     return out
@@ -123,9 +123,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    sys.path.insert(0, args.original)
-    import vig as original  # the original's vig.py (isotropic models)
-
+    original = load_original(args.original)
     net = getattr(original, args.model)()
     images = torch.from_numpy(np.load(args.images))
     labels = torch.arange(images.shape[0]) % 1000
@@ -149,11 +147,11 @@ def main() -> None:
             loss_fn(net(images), labels).backward()
             opt.step()
 
-    seconds, times, cpu = median_time(step, args.warmup, args.repeats)
+    timing = median_time(step, args.warmup, args.repeats)
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "timm_shim": shim,
                       "model": args.model, "mode": args.mode, "batch": int(images.shape[0]),
-                      "threads": torch.get_num_threads(), "step_s": seconds, "times_s": times, "cpu_s": cpu,
-                      "img_per_s": images.shape[0] / seconds,
+                      "threads": torch.get_num_threads(), "step_s": timing["step_s"], "times_s": timing["times_s"],
+                      "cpu_s": timing["cpu_s"], "img_per_s": images.shape[0] / timing["step_s"],
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 
 
