@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -41,8 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vig.cli import Parser  # noqa: E402
-from model_throughput import (REPO, log, machine_info, median_time, print_result, run_subprocess,  # noqa: E402
-                              summarise)
+from model_throughput import (REPO, check_positive, log, machine_info, median_time, print_result,  # noqa: E402
+                              print_worker_result, run_subprocess, summarise)
 
 WORKERS = ("prepare", "eval", "eval_native", "mindir")
 
@@ -189,7 +188,7 @@ def drive(args) -> dict:
                                                                      "max_abs_diff_vs_eval")}))
             result["results"].append(entry)
             if not diff <= args.tolerance * max(1.0, entry["logits_scale"]):
-                print(json.dumps(result, indent=2))
+                print_result(result, None)  # what was measured, then the failure
                 raise SystemExit(f"{model}: the MINDIR's logits differ from the same network's in MindSpore "
                                  f"(native ops) by {diff:.3g} (allowed {args.tolerance:g} x max(1, |logits|)): "
                                  f"the exported graph is broken")
@@ -216,9 +215,7 @@ def parse_args(argv=None):
     for name in ("--checkpoint", "--mindir", "--images", "--logits"):
         p.add_argument(name, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("batch", "image_size", "warmup", "repeats", "rounds"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_positive(p, args, ("batch", "image_size", "warmup", "repeats", "rounds"))
     if not args.worker:
         sys.path.insert(0, str(REPO))
         from vig.models import list_models
@@ -232,10 +229,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
-        result = run_worker(args)
-        result.update(worker=args.worker, model=args.model,
-                      peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
-        print(json.dumps(result))
+        print_worker_result(run_worker(args), worker=args.worker, model=args.model)
         return
     print_result(drive(args), args.output)
 

@@ -193,6 +193,18 @@ def machine_info() -> dict:
     return info
 
 
+def check_positive(p, args, names) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+
+
+def print_worker_result(result: dict, **labels) -> None:
+    """A worker's one JSON line (what run_subprocess reads), with its labels and this process's peak RSS."""
+    result.update(labels, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    print(json.dumps(result))
+
+
 def print_result(result: dict, output: str | None) -> None:
     """The bench's JSON on stdout and, with --output, in that file (atomically)."""
     sys.path.insert(0, str(REPO))
@@ -279,19 +291,14 @@ def parse_args(argv=None):
     p.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     p.add_argument("--images", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ("batch", "image_size", "warmup", "repeats", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_positive(p, args, ("batch", "image_size", "warmup", "repeats", "rounds", "threads"))
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
-        result = run_mindspore_case(args)
-        result.update(framework="mindspore", model=args.model, case=args.case,
-                      peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
-        print(json.dumps(result))
+        print_worker_result(run_mindspore_case(args), framework="mindspore", model=args.model, case=args.case)
         return
     print_result(drive(args), args.output)
 
