@@ -9,7 +9,6 @@ model config, num_classes=N and the same seed and epochs: once with --pretrained
 last layer starts fresh), once from scratch. Prints one JSON object: val top-1 after every epoch for both,
 the fine-tuning log line, and each run's wall time. --set KEY=VALUE goes to both runs.
 """
-import argparse
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_throughput import REPO, print_result  # noqa: E402
+from vig.cli import Parser  # noqa: E402  (model_throughput put the repository on sys.path)
 
 
 def class_subset(source: Path, target: Path, classes: int) -> list[str]:
@@ -52,7 +52,7 @@ def train(work: Path, data: Path, name: str, args, extra: list[str]) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("--weights", required=True, help="the demo's trained weights (its train/<arch>.ckpt)")
     parser.add_argument("--data", required=True, help="the demo's ImageNet-format folder (dataset/images)")
     parser.add_argument("--config", default=str(REPO / "config" / "models" / "vig_demo.yaml"),
