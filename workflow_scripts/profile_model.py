@@ -17,7 +17,8 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser  # noqa: E402
-from vig.train.cli import UsageError, add_config_arguments, load_config, run_cli  # noqa: E402
+from vig.config import config_from_args  # noqa: E402
+from vig.train.cli import UsageError, add_config_arguments, run_cli  # noqa: E402
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def build_parser():
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args)
+    cfg = config_from_args(args)
     weights = pretrained_path(args, cfg, required=True)
     for flag in ("batch_size", "repeats"):
         if getattr(args, flag) < 1:
