@@ -140,8 +140,8 @@ def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epo
     """Rank `rank`'s training batches of one epoch from `<root>/train`: {"image": (B,3,S,S) float32,
     "label": (B, num_classes) float32 soft targets (smoothed one-hot, Mixup/CutMix-mixed when on)}.
 
-    Build one dataset per epoch and iterate it once. `start_batch` skips the first batches of the epoch
-    (resume); the batches that follow are identical to those of a full run.
+    Build one dataset per epoch and iterate it once. `start_batch` skips the first batches of the epoch;
+    the batches that follow are identical to those of a full run (the trainer resumes whole epochs).
     """
     dcfg = data_config(cfg)
     batch_size, rank, world_size = _check_batching(dcfg, batch_size, rank, world_size)

@@ -13,7 +13,8 @@ from .loss import per_sample_cross_entropy
 
 
 class _EvalForward(nn.Cell):
-    """logits -> (per-sample loss, top-5 logits, top-5 class ids); one compiled graph for every batch (padded)."""
+    """(images, labels) -> (per-sample loss, top-5 logits, top-5 class ids); one compiled graph for every batch
+    (padded)."""
 
     def __init__(self, net, topk):
         super().__init__()
