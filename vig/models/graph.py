@@ -15,8 +15,6 @@ from mindspore import Parameter, Tensor, nn, ops
 from .. import ops as vig_ops
 from .layers import DropPath, Identity, conv_bn
 
-GRAPH_CONVS = ("mr", "edge", "sage", "gin")
-
 
 # ----------------------------------------------------------------------------------------------
 # kNN graph
@@ -105,6 +103,7 @@ class GINConv(nn.Cell):
 
 
 _GRAPH_CONV_CLASSES = {"mr": MRConv, "edge": EdgeConv, "sage": GraphSAGE, "gin": GINConv}
+GRAPH_CONVS = tuple(_GRAPH_CONV_CLASSES)  # also the model schema's model_overrides.conv enum
 
 
 def make_graph_conv(conv: str, in_channels: int, out_channels: int, act: str = "gelu") -> nn.Cell:
