@@ -89,7 +89,7 @@ def _load_servers(value: str):
         raise RankTableError(value, f"--servers_json file is not valid JSON/YAML: {err}") from None
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
+def cluster_section_from_args(args: argparse.Namespace) -> dict:
     """Translate flags into the same `cluster:` mapping the workflow config holds."""
     chosen = [flag for flag, on in (("--servers_json", args.servers_json is not None),
                                     ("--from_hccn_tool", args.from_hccn_tool),
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
 def write_table(argv=None) -> int:
     args = parse_args(argv)
-    section = config_from_args(args)
+    section = cluster_section_from_args(args)
     print(f"rank_table: building from source {section.get('source')!r}", flush=True)
     table = rank_table_from_config(section)
     path = write_rank_table(table, args.output)
