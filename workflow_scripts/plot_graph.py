@@ -18,14 +18,15 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser  # noqa: E402
-from vig.config import config_from_args  # noqa: E402
-from vig.train.cli import UsageError, add_config_arguments, check_data_dir, run_cli  # noqa: E402
+from vig.config import add_config_arguments, config_from_args  # noqa: E402
+from vig.train.cli import UsageError, add_data_argument, check_data_dir, run_cli  # noqa: E402
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 
 def build_parser():
     parser = Parser(description=__doc__)
     add_config_arguments(parser)
+    add_data_argument(parser)
     add_pretrained_argument(parser, "; --checkpoint is the same option", aliases=("--checkpoint",))
     parser.add_argument("--split", default="val", help="sub-folder of --data_url to draw from (default %(default)s)")
     parser.add_argument("--num_classes", type=int, default=4, metavar="N",

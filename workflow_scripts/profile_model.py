@@ -17,8 +17,8 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser  # noqa: E402
-from vig.config import config_from_args  # noqa: E402
-from vig.train.cli import UsageError, add_config_arguments, run_cli  # noqa: E402
+from vig.config import add_config_arguments, config_from_args  # noqa: E402
+from vig.train.cli import UsageError, run_cli  # noqa: E402
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
 

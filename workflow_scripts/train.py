@@ -23,8 +23,8 @@ os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
 from vig.cli import Parser, add_config_key_flags  # noqa: E402
-from vig.config import DEFAULTS, config_from_args  # noqa: E402
-from vig.train.cli import (UsageError, add_config_arguments, add_launch_arguments, check_data_dir,  # noqa: E402
+from vig.config import DEFAULTS, add_config_arguments, config_from_args  # noqa: E402
+from vig.train.cli import (UsageError, add_data_argument, add_launch_arguments, check_data_dir,  # noqa: E402
                            in_launched_worker, launch_or_init, run_cli, script_argv)
 from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 
@@ -32,6 +32,7 @@ from vig.weights import add_pretrained_argument, pretrained_path  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(description=__doc__)
     add_config_arguments(parser)
+    add_data_argument(parser)
     add_pretrained_argument(parser)
     parser.add_argument("--output_ckpt", metavar="PATH",
                         help="the final weights as a MindSpore .ckpt (the config's final_weights: last, best or "

@@ -12,14 +12,12 @@ from pathlib import Path
 
 from .. import cli as common
 from ..cli import UsageError
-from ..config import add_config_arguments as add_model_config_arguments
 from .distributed import (LAUNCHERS, LaunchError, Topology, format_plan, in_launched_worker,  # noqa: F401
                           launch_plan, read_topology, resolve_launcher, run_plan)
 from .lifetime import Stopped, bind_to_launcher, stop_signals_raise
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_config_arguments(parser)
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_url", metavar="DIR",
                         help="ImageNet-format folder with train/<class>/ and val/<class>/ (overrides the YAML's data_url)")
 
