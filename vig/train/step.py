@@ -156,35 +156,41 @@ def clip_value(cfg: dict):
     return float(value) if value else None
 
 
-class TrainStep(nn.Cell):
-    """One optimizer step as a Cell (compiled as a whole in GRAPH_MODE): returns (loss, grads_finite,
-    loss_scale).
+class ScaledGradients(nn.Cell):
+    """(images, labels) -> (loss, gradients of the scaled loss w.r.t. `params`)."""
 
-    value_and_grad over the scaled loss -> (all-reduce mean under data parallel) -> unscale ->
-    all_finite -> adjust the scale -> if finite: clip to the global norm, optimizer, EMA.
-    A Cell rather than an `ms.jit` function on purpose: a jitted closure does not see host-side
-    `Parameter.set_data` after compiling (checked on 2.10), which per-step noise and resume rely on.
-    """
+    def __init__(self, net, loss_fn, scaler, params):
+        super().__init__(auto_prefix=False)  # no prefix: the network's parameter names stay its own
+        self.net, self.loss_fn, self.scaler = net, loss_fn, scaler
+        self.grad_fn = ms.value_and_grad(self.forward, None, params, has_aux=True)
 
-    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None):
+    def forward(self, images, labels):
+        loss = self.loss_fn(self.net(images), labels)
+        return self.scaler.scale(loss), loss
+
+    def construct(self, images, labels):
+        (_, loss), grads = self.grad_fn(images, labels)
+        return loss, grads
+
+
+class ApplyGradients(nn.Cell):
+    """Scaled gradients (summed over `micro_batches` micro-batches) -> (all-reduce mean under data
+    parallel) -> unscale and average -> finite check -> adjust the scale -> if finite: clip to the global
+    norm, optimizer, EMA. Returns (grads_finite, loss_scale)."""
+
+    def __init__(self, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None, micro_batches=1):
         super().__init__(auto_prefix=False)
-        self.net, self.loss_fn, self.optimizer = net, loss_fn, optimizer
-        self.scaler = scaler
+        self.optimizer, self.scaler = optimizer, scaler
         self.clip = clip_norm is not None
         self.clip_norm = float(clip_norm) if clip_norm is not None else 1.0
         self.reduce = grad_reducer is not None
         self.grad_reducer = grad_reducer if grad_reducer is not None else ops.identity
         self.use_ema = ema is not None
         self.ema = ema
+        self.micro_batches = float(micro_batches)
         self.hyper_map = ops.HyperMap()
         # the two per-gradient passes (compiled kernels on CPU: docs/performance.md)
         self.square_sum, self.scale = vig_ops.square_sum(), vig_ops.scale()
-        # compiled whole in GRAPH_MODE (graph_mode 0); PyNative (graph_mode 1) runs it eagerly
-        self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters, has_aux=True)
-
-    def forward(self, images, labels):
-        loss = self.loss_fn(self.net(images), labels)
-        return self.scaler.scale(loss), loss
 
     def _square_sum(self, grad):
         return self.square_sum(grad)
@@ -192,21 +198,21 @@ class TrainStep(nn.Cell):
     def _rescale(self, factor, grad):
         return self.scale(grad, factor)
 
-    def construct(self, images, labels):
-        (_, loss), grads = self.grad_fn(images, labels)
+    def construct(self, grads):
         if self.reduce:
             grads = self.grad_reducer(grads)
         # One per-gradient pass (sum of squares) serves the finiteness check, the clipping norm and the
-        # unscaling, then one multiply per gradient applies 1/scale and the clip together: what
-        # amp.all_finite + scaler.unscale + ops.clip_by_global_norm compute (the scale is a power of two, so
-        # dividing the norm by it is exact), in ~550 kernel launches instead of ~1900. On CPU those were a
-        # third of a ViG-Ti step: MindSpore's Mul by a scalar and Square + ReduceSum take 2-4 ms on a big
-        # gradient, so compiled kernels do the two passes there (docs/performance.md).
+        # unscaling, then one multiply per gradient applies 1/(scale x micro-batches) and the clip together:
+        # what amp.all_finite + scaler.unscale + ops.clip_by_global_norm compute (the scale is a power of
+        # two, so dividing the norm by it is exact), in ~550 kernel launches instead of ~1900. On CPU those
+        # were a third of a ViG-Ti step: MindSpore's Mul by a scalar and Square + ReduceSum take 2-4 ms on a
+        # big gradient, so compiled kernels do the two passes there (docs/performance.md). A micro-batch
+        # that overflowed makes the sum non-finite: the whole step is skipped and the scale lowered once.
         scaled_norm = ops.sqrt(ops.addn(self.hyper_map(self._square_sum, grads)))
         finite = ops.isfinite(scaled_norm)
         self.scaler.adjust(finite)
         if finite:
-            factor = ops.reciprocal(self.scaler.scale_value.value())
+            factor = ops.reciprocal(self.scaler.scale_value.value() * self.micro_batches)
             if self.clip:
                 norm = scaled_norm * factor
                 factor = factor * (self.clip_norm / ops.maximum(norm, self.clip_norm))
@@ -214,4 +220,98 @@ class TrainStep(nn.Cell):
             self.optimizer(grads)
             if self.use_ema:
                 self.ema()
-        return loss, finite, self.scaler.scale_value.value()
+        return finite, self.scaler.scale_value.value()
+
+
+class TrainStep(nn.Cell):
+    """One optimizer step on one batch as a Cell (compiled as a whole in GRAPH_MODE): returns (loss,
+    grads_finite, loss_scale).
+
+    A Cell rather than an `ms.jit` function on purpose: a jitted closure does not see host-side
+    `Parameter.set_data` after compiling (checked on 2.10), which per-step noise and resume rely on.
+    """
+
+    micro_batches = 1
+
+    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None):
+        super().__init__(auto_prefix=False)
+        self.gradients = ScaledGradients(net, loss_fn, scaler, optimizer.parameters)
+        self.apply_gradients = ApplyGradients(optimizer, scaler, clip_norm, grad_reducer, ema)
+
+    def construct(self, images, labels):
+        loss, grads = self.gradients(images, labels)
+        finite, scale = self.apply_gradients(grads)
+        return loss, finite, scale
+
+
+class AccumulateGradients(nn.Cell):
+    """(images, labels) -> loss, adding the micro-batch's scaled gradients to float32 accumulators; the
+    accumulators are zeroed by `ApplyAccumulated` once it has used them."""
+
+    def __init__(self, net, loss_fn, scaler, params):
+        super().__init__(auto_prefix=False)
+        self.gradients = ScaledGradients(net, loss_fn, scaler, params)
+        self.sums = ms.ParameterTuple([Parameter(Tensor(np.zeros(p.shape, np.float32)), name="accumulated." + p.name,
+                                                 requires_grad=False) for p in params])
+        self.hyper_map = ops.HyperMap()
+
+    def _add(self, total, grad):
+        return ops.assign_add(total, grad.astype(ms.float32))
+
+    def construct(self, images, labels):
+        loss, grads = self.gradients(images, labels)
+        self.hyper_map(self._add, self.sums, grads)
+        return loss
+
+
+class ApplyAccumulated(nn.Cell):
+    """() -> (grads_finite, loss_scale): ApplyGradients on the accumulated sums, which it then zeroes
+    (also after a skipped step, so the next step starts clean)."""
+
+    def __init__(self, sums, apply_gradients: ApplyGradients):
+        super().__init__(auto_prefix=False)
+        self.sums, self.apply_gradients = sums, apply_gradients
+        self.hyper_map = ops.HyperMap()
+
+    def _zero(self, total):
+        return ops.assign(total, ops.zeros_like(total))
+
+    def construct(self):
+        finite, scale = self.apply_gradients(self.sums)
+        self.hyper_map(self._zero, self.sums)
+        return finite, scale
+
+
+class AccumulatingStep:
+    """Gradient accumulation: one optimizer step per `micro_batches` calls, with the summed gradients of
+    every micro-batch (the gradient of one batch micro_batches times as large). Two compiled graphs, the
+    micro-batch's forward/backward and the step, so the graph compiled stays the size of TrainStep's.
+    Each call returns None until the last micro-batch of a step, then (mean loss, grads_finite,
+    loss_scale) as TrainStep does. Under data parallel the gradients are all-reduced once per step."""
+
+    def __init__(self, net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None,
+                 micro_batches=2):
+        if micro_batches < 2:
+            raise ValueError(f"micro_batches={micro_batches}: accumulation needs 2 or more (1 is TrainStep)")
+        self.micro_batches = int(micro_batches)
+        self.accumulate = AccumulateGradients(net, loss_fn, scaler, optimizer.parameters)
+        self.apply = ApplyAccumulated(self.accumulate.sums, ApplyGradients(
+            optimizer, scaler, clip_norm, grad_reducer, ema, micro_batches))
+        self.losses = []
+
+    def __call__(self, images, labels):
+        self.losses.append(self.accumulate(images, labels))
+        if len(self.losses) < self.micro_batches:
+            return None
+        finite, scale = self.apply()
+        loss = np.mean([float(l.asnumpy()) for l in self.losses], dtype=np.float64)
+        self.losses = []
+        return Tensor(np.float32(loss)), finite, scale
+
+
+def build_train_step(net, loss_fn, optimizer, scaler, clip_norm=None, grad_reducer=None, ema=None,
+                     micro_batches=1):
+    """TrainStep for one batch per optimizer step, AccumulatingStep for `accumulation_step` > 1."""
+    if micro_batches == 1:
+        return TrainStep(net, loss_fn, optimizer, scaler, clip_norm, grad_reducer, ema)
+    return AccumulatingStep(net, loss_fn, optimizer, scaler, clip_norm, grad_reducer, ema, micro_batches)
