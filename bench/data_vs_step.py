@@ -183,7 +183,8 @@ class TimedStep:
     def __call__(self, images, labels):
         start = time.perf_counter()
         out = self.step_fn(images, labels)
-        out[0].asnumpy()
+        if out is not None:  # None: a micro-batch of an accumulated step
+            out[0].asnumpy()
         self.clock.steps.append((start, time.perf_counter()))
         return out
 

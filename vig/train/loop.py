@@ -96,7 +96,7 @@ class Trainer:
         from .loss import SoftTargetCrossEntropy
         from .optim import build_optimizer
         from .schedule import build_lr_schedule
-        from .step import (EMA, StepNoise, TrainStep, apply_amp, build_loss_scaler, clip_value,
+        from .step import (EMA, StepNoise, apply_amp, build_loss_scaler, build_train_step, clip_value,
                            has_unseeded_randomness, make_drop_path_deterministic, scaler_parameters)
 
         self.opts, self.cfg, self.ctx = opts, opts.cfg, opts.ctx
@@ -105,6 +105,8 @@ class Trainer:
         self.config_hash = training_hash(cfg)
         self.state_dir = ckpt_io.state_dir(opts.state_root, self.config_hash)
         self.batch_size = cfg["batch_size"]
+        self.accumulation = cfg["accumulation_step"]  # micro-batches of batch_size per optimizer step
+        self.global_batch = self.batch_size * ctx.world_size * self.accumulation
 
         ms.set_seed(cfg["seed"])
         np.random.seed(cfg["seed"])  # model init draws from numpy too; identical on every rank
@@ -115,10 +117,14 @@ class Trainer:
         # rank 0 writes the states: it holds the folder while it runs (an orphan of a killed job would too);
         # taken once the weights fit, so a refused file leaves no state folder behind
         self.state_lock = ckpt_io.lock_state_folder(self.state_dir) if ctx.rank == 0 else None
-        self.steps_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
+        # optimizer steps per epoch; the micro-batches that make no full step are left out of the epoch (as
+        # drop_remainder leaves out a partial batch), so every step has the global batch the LR is scaled for
+        self.micro_batches_per_epoch = train_steps_per_epoch(opts.data_url, self.batch_size, ctx.world_size)
+        self.steps_per_epoch = self.micro_batches_per_epoch // self.accumulation
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{opts.data_url}/train has fewer images than one batch of {self.batch_size} "
-                             f"per rank x {ctx.world_size} rank(s)")
+            raise ValueError(f"{opts.data_url}/train has fewer images than one optimizer step: batch_size "
+                             f"{self.batch_size} x {ctx.world_size} rank(s) x accumulation_step {self.accumulation} "
+                             f"= {self.global_batch} images")
         self.noise = StepNoise(make_drop_path_deterministic(net, self.batch_size), cfg["seed"], ctx.rank)
         unseeded = has_unseeded_randomness(net)
         if unseeded:
@@ -134,8 +140,8 @@ class Trainer:
         if ctx.distributed:
             reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=ctx.world_size,
                                                 group=GlobalComm.WORLD_COMM_GROUP)
-        self.step_fn = TrainStep(self.net, SoftTargetCrossEntropy(), self.optimizer, self.scaler,
-                                 clip_value(cfg), reducer, self.ema)
+        self.step_fn = build_train_step(self.net, SoftTargetCrossEntropy(), self.optimizer, self.scaler,
+                                        clip_value(cfg), reducer, self.ema, self.accumulation)
         self.state_groups = {"net": self.net_params,
                              "opt": optimizer_parameters(self.optimizer, self.net_params),
                              "scaler": scaler_parameters(self.scaler)}
@@ -203,8 +209,12 @@ class Trainer:
         if self.ctx.rank == 0 and start_epoch < epochs:  # not an epoch of work that cannot be saved
             ckpt_io.ensure_room_for_state(self.state_dir, start_epoch + 1, self.state_groups)
         total_steps = epochs * self.steps_per_epoch
-        self.log(f"[train] {self.cfg['arch']}: {epochs} epochs x {self.steps_per_epoch} steps, batch "
-                 f"{self.batch_size} x {self.ctx.world_size} rank(s), config hash {self.config_hash}")
+        self.log(f"[train] {self.cfg['arch']}: {epochs} epochs x {self.steps_per_epoch} steps, {self.batch_text()}, "
+                 f"config hash {self.config_hash}")
+        dropped = self.micro_batches_per_epoch - self.steps_per_epoch * self.accumulation
+        if dropped:
+            self.log(f"[train] {self.micro_batches_per_epoch} batches per rank per epoch: the last {dropped} make no "
+                     f"full step of {self.accumulation} and are left out of every epoch")
         run_start, steps_run = time.time(), 0
         for epoch in range(start_epoch, epochs):
             record, steps_done = self.train_epoch(epoch, run_start, steps_run, total_steps)
@@ -244,21 +254,26 @@ class Trainer:
         step_log.parent.mkdir(parents=True, exist_ok=True)
         with open(step_log, "a") as steps_fh:
             for i, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+                if i == steps * self.accumulation:  # the batches that make no full step
+                    break
                 lr = float(self.lr[min(int(self.optimizer.global_step.asnumpy().reshape(-1)[0]), len(self.lr) - 1)])
                 self.noise.set_step(epoch, i)
-                loss, finite, scale = self.step_fn(Tensor(images), Tensor(labels))
-                loss, finite, scale = float(loss.asnumpy()), bool(finite.asnumpy()), float(scale.asnumpy())
+                done = self.step_fn(Tensor(images), Tensor(labels))
+                if done is None:  # a micro-batch before the last of its optimizer step
+                    continue
+                step = (i + 1) // self.accumulation
+                loss, finite, scale = float(done[0].asnumpy()), bool(done[1].asnumpy()), float(done[2].asnumpy())
                 losses.append(loss)
-                steps_fh.write(json.dumps({"epoch": epoch + 1, "step": i + 1, "loss": loss, "finite": finite,
+                steps_fh.write(json.dumps({"epoch": epoch + 1, "step": step, "loss": loss, "finite": finite,
                                            "loss_scale": scale, "lr": lr}) + "\n")
                 steps_fh.flush()
                 if not finite:
-                    self.log(f"[train] epoch {epoch + 1} step {i + 1}: non-finite gradients, step skipped, "
+                    self.log(f"[train] epoch {epoch + 1} step {step}: non-finite gradients, step skipped, "
                              f"loss scale now {scale:g}")
-                if (i + 1) % cfg["log_every"] == 0 or i + 1 == steps:
-                    self.progress(epoch, i + 1, loss, lr, scale, epoch_start, run_start, steps_before, total_steps)
+                if step % cfg["log_every"] == 0 or step == steps:
+                    self.progress(epoch, step, loss, lr, scale, epoch_start, run_start, steps_before, total_steps)
         seconds = time.time() - epoch_start
-        images = len(losses) * self.batch_size * ctx.world_size
+        images = len(losses) * self.global_batch
         finite_losses = [l for l in losses if np.isfinite(l)]
         loss_sum, loss_count = float(np.sum(finite_losses)), len(finite_losses)
         if ctx.distributed:  # the mean over every rank's batches, not rank 0's alone
@@ -269,10 +284,15 @@ class Trainer:
                   "lr": lr if losses else None, "images/s": images / max(seconds, 1e-9), "seconds": seconds}
         return record, len(losses)
 
+    def batch_text(self) -> str:
+        """'global batch 32 = batch 8 x 2 rank(s) x accumulation 2' (what the LR scaling and the steps use)."""
+        return (f"global batch {self.global_batch} = batch {self.batch_size} x {self.ctx.world_size} rank(s) x "
+                f"accumulation {self.accumulation}")
+
     def progress(self, epoch, step, loss, lr, scale, epoch_start, run_start, steps_before, total_steps):
         now = time.time()
         done_here = steps_before + step
-        rate = self.batch_size * self.ctx.world_size * step / max(now - epoch_start, 1e-9)
+        rate = self.global_batch * step / max(now - epoch_start, 1e-9)
         remaining = (total_steps - (epoch * self.steps_per_epoch + step)) * (now - run_start) / max(done_here, 1)
         self.log(f"[train] epoch {epoch + 1}/{self.cfg['epochs']} step {step}/{self.steps_per_epoch} loss {loss:.4f} "
                  f"lr {lr:.3e} loss_scale {scale:g} {rate:.1f} img/s ETA {format_eta(remaining)}")

@@ -49,7 +49,8 @@ def train_batches(trainer: Trainer, count: int):
 
 
 def time_steps(trainer: Trainer, warmup: int, steps: int) -> dict:
-    """Warm-up steps (compile), then `steps` timed steps, each fed by the pipeline as in training."""
+    """Warm-up optimizer steps (compile), then `steps` timed ones (each of `accumulation_step` micro-batches),
+    each fed by the pipeline as in training."""
     from ..data import build_train_dataset
 
     trainer.net.set_train(True)
@@ -60,8 +61,13 @@ def time_steps(trainer: Trainer, warmup: int, steps: int) -> dict:
                                       trainer.ctx.world_size, seed=trainer.cfg["seed"], epoch=epoch)
         start = time.perf_counter()
         for i, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+            if i == trainer.steps_per_epoch * trainer.accumulation:  # as in training: no partial step
+                break
             trainer.noise.set_step(epoch, i)
-            trainer.step_fn(Tensor(images), Tensor(labels))[0].asnumpy()
+            done_step = trainer.step_fn(Tensor(images), Tensor(labels))
+            if done_step is None:  # a micro-batch: the optimizer step ends with the last one
+                continue
+            done_step[0].asnumpy()
             now = time.perf_counter()
             if done == warmup - 1:
                 first = now - warm_start
@@ -112,11 +118,7 @@ def time_validation(trainer: Trainer, batches: int) -> dict:
 def make_plan(opts: TrainOptions, steps: int = 20, warmup: int = 2) -> dict:
     trainer = Trainer(opts)
     cfg, ctx = trainer.cfg, trainer.ctx
-    accumulation = cfg.get("accumulation_step", 1)
-    global_batch = trainer.batch_size * ctx.world_size * accumulation
-    optimizer_steps = trainer.steps_per_epoch // accumulation
-    trainer.log(f"[plan] {cfg['arch']}: timing {warmup} warm-up + {steps} steps, batch {trainer.batch_size} "
-                f"x {ctx.world_size} rank(s)")
+    trainer.log(f"[plan] {cfg['arch']}: timing {warmup} warm-up + {steps} optimizer steps, {trainer.batch_text()}")
     pipeline = time_pipeline(trainer, min(steps, 10))
     timed = time_steps(trainer, warmup, steps)
     val = time_validation(trainer, min(steps, 10))
@@ -126,11 +128,12 @@ def make_plan(opts: TrainOptions, steps: int = 20, warmup: int = 2) -> dict:
     total_s = timed["warmup_s"] + val["compile_s"] + epochs * epoch_s
     return {
         "arch": cfg["arch"], "device_target": cfg["device_target"], "ranks": ctx.world_size,
-        "batch_size": trainer.batch_size, "accumulation_step": accumulation, "global_batch": global_batch,
+        "batch_size": trainer.batch_size, "accumulation_step": trainer.accumulation,
+        "global_batch": trainer.global_batch,
         "lr_base": cfg["base_lr"], "lr_scale": lr_scale(cfg, ctx.world_size), "lr_peak": float(trainer.lr.max()),
-        "steps_per_epoch": trainer.steps_per_epoch, "optimizer_steps_per_epoch": optimizer_steps,
+        "steps_per_epoch": trainer.steps_per_epoch, "micro_batches_per_epoch": trainer.micro_batches_per_epoch,
         "epochs": epochs, "steps_timed": timed["steps_timed"], "warmup_steps": warmup,
-        "s_per_step": timed["step_s"], "images_per_s": trainer.batch_size * ctx.world_size / timed["step_s"],
+        "s_per_step": timed["step_s"], "images_per_s": trainer.global_batch / timed["step_s"],
         "pipeline_images_per_s": pipeline["images_per_s"] * ctx.world_size,
         "pipeline_startup_s": pipeline["startup_s"], "warmup_s": timed["warmup_s"],
         "val_batch_s": val["batch_s"], "val_batches_per_epoch": val["batches_per_epoch"],
@@ -140,14 +143,19 @@ def make_plan(opts: TrainOptions, steps: int = 20, warmup: int = 2) -> dict:
     }
 
 
+def skipped_text(plan: dict) -> str:
+    skipped = plan["micro_batches_per_epoch"] - plan["steps_per_epoch"] * plan["accumulation_step"]
+    return f", the last {skipped} making no full step left out" if skipped else ""
+
+
 def format_plan(plan: dict) -> str:
     return "\n".join([
         f"[plan] {plan['arch']} on {plan['ranks']} {plan['device_target']} rank(s)",
         f"[plan] global batch {plan['global_batch']} = batch {plan['batch_size']} x {plan['ranks']} rank(s) x "
         f"accumulation {plan['accumulation_step']}",
         f"[plan] LR: base {plan['lr_base']:g} x scale {plan['lr_scale']:g} -> peak {plan['lr_peak']:.4g}",
-        f"[plan] steps per epoch {plan['steps_per_epoch']} ({plan['optimizer_steps_per_epoch']} optimizer "
-        f"steps), {plan['epochs']} epoch(s)",
+        f"[plan] steps per epoch {plan['steps_per_epoch']} (optimizer steps; {plan['micro_batches_per_epoch']} "
+        f"batches per rank{skipped_text(plan)}), {plan['epochs']} epoch(s)",
         f"[plan] measured over {plan['steps_timed']} steps after {plan['warmup_steps']} warm-up: "
         f"{plan['s_per_step']:.3f} s/step, {plan['images_per_s']:.1f} img/s; data pipeline alone "
         f"{plan['pipeline_images_per_s']:.1f} img/s",
