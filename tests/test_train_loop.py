@@ -87,21 +87,24 @@ def weights(path: Path) -> dict:
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if hasattr(v, "asnumpy")}  # no extras
 
 
-def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path):
-    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 5 steps/epoch of 8
+def kill_resume_and_compare(tmp_path, yaml_text: str, kill_line: str, steps: int) -> tuple[Path, str]:
+    """Train uninterrupted; train again, SIGKILLed at the log line `kill_line` of epoch 2, then resumed: the
+    per-step losses (`steps` in all), final weights and metrics must be bit-identical. Returns the killed
+    run's output folder and the first run's log."""
+    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 5 batches/epoch of 8
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_YAML)
+    config.write_text(yaml_text)
 
     full = tmp_path / "full"
-    subprocess.run(train_command(config, data, full), check=True, env=env(), timeout=300,
-                   stdout=subprocess.DEVNULL)
+    first = subprocess.run(train_command(config, data, full), check=True, env=env(), timeout=300,
+                           stdout=subprocess.PIPE, text=True)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(train_command(config, data, killed), env=env(), stdout=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("[train] epoch 2/3 step 3/5"):
+        if line.startswith(kill_line):
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -114,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     assert "1 epoch(s) done" in resumed.stdout  # it really restarted from the epoch-1 state
 
     reference, repeated = step_losses(full / "state"), step_losses(killed / "state")
-    assert len(reference) == 15 and reference.keys() == repeated.keys()
+    assert len(reference) == steps and reference.keys() == repeated.keys()
     assert reference == repeated  # bit-identical per-step losses, the re-run part of epoch 2 included
     full_w, resumed_w = weights(full / "weights.ckpt"), weights(killed / "weights.ckpt")
     assert full_w.keys() == resumed_w.keys() and len(full_w) > 10
@@ -123,6 +126,11 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     strip = lambda text: [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images/s")}
                           for l in text.splitlines()]
     assert strip((full / "metrics.jsonl").read_text()) == strip((killed / "metrics.jsonl").read_text())
+    return killed, first.stdout
+
+
+def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    killed, _ = kill_resume_and_compare(tmp_path, TINY_YAML, "[train] epoch 2/3 step 3/5", steps=15)
     # keep_checkpoint_max: 2 keeps the last 2 epochs' states, each with its manifest (the best weights apart)
     (folder,) = (killed / "state").iterdir()
     assert sorted(p.name for p in folder.glob("state-e*")) == [
@@ -135,6 +143,16 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
         np.testing.assert_array_equal(resumed_w[name], ema[name], err_msg=name)
     trained_differ = [n for n in ema if not np.array_equal(last[f"net:{n}"], ema[n])]
     assert len(trained_differ) > len(ema) // 2, "EMA (decay 0.9) and trained weights should differ after 15 steps"
+
+
+def test_accumulation_two_resumes_bit_exactly_and_logs_the_global_batch(tmp_path):
+    """accumulation_step: 2 on 5 batches per epoch: 2 optimizer steps of 2 micro-batches each, the fifth batch
+    left out; SIGKILLed inside epoch 2 and resumed, it repeats the uninterrupted run exactly."""
+    yaml_text = TINY_YAML.replace("epochs: 3", "epochs: 2") + "accumulation_step: 2\n"
+    killed, log = kill_resume_and_compare(tmp_path, yaml_text, "[train] epoch 2/2 step 1/2", steps=4)
+    assert "2 epochs x 2 steps, global batch 16 = batch 8 x 1 rank(s) x accumulation 2" in log
+    assert "5 batches per rank per epoch: the last 1 make no full step of 2" in log
+    assert set(step_losses(killed / "state")) == {(1, 1), (1, 2), (2, 1), (2, 2)}
 
 
 LEARN_YAML = """\

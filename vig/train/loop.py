@@ -67,22 +67,30 @@ def optimizer_parameters(optimizer, net_params: dict) -> dict:
 
 
 class swapped_weights:
-    """Temporarily load `shadow` values (EMA) into the model's parameters."""
+    """Temporarily load `shadow` values (EMA) into the model's parameters.
+
+    Copied in place (ops.assign), not by set_data: with gradient accumulation two compiled graphs share the
+    weights, and after a set_data the optimizer's graph updated a copy the micro-batch graph no longer read
+    (checked on 2.10: training stalled after the first validation)."""
 
     def __init__(self, params: dict, shadow: dict | None):
         self.params, self.shadow, self.saved = params, shadow, None
 
     def __enter__(self):
+        from mindspore import ops
+
         if self.shadow:
             self.saved = {n: p.data.copy() for n, p in self.params.items()}
             for n, p in self.params.items():
-                p.set_data(self.shadow[n].data.copy())
+                ops.assign(p, self.shadow[n])
         return self
 
     def __exit__(self, *exc):
+        from mindspore import ops
+
         if self.saved:
             for n, p in self.params.items():
-                p.set_data(self.saved[n])
+                ops.assign(p, self.saved[n])
 
 
 class Trainer:

@@ -46,7 +46,8 @@ class StepNoise:
         if self.parameter is None:
             return
         rng = np.random.default_rng([self.seed, epoch, step, self.rank])
-        self.parameter.set_data(Tensor(rng.random(self.parameter.shape, dtype=np.float32)))
+        # in place: a compiled graph keeps reading the same memory (see loop.swapped_weights)
+        ops.assign(self.parameter, Tensor(rng.random(self.parameter.shape, dtype=np.float32)))
 
 
 def make_drop_path_deterministic(net: nn.Cell, batch_size: int) -> Parameter | None:
@@ -227,8 +228,8 @@ class TrainStep(nn.Cell):
     """One optimizer step on one batch as a Cell (compiled as a whole in GRAPH_MODE): returns (loss,
     grads_finite, loss_scale).
 
-    A Cell rather than an `ms.jit` function on purpose: a jitted closure does not see host-side
-    `Parameter.set_data` after compiling (checked on 2.10), which per-step noise and resume rely on.
+    A Cell rather than an `ms.jit` function on purpose: a jitted closure does not see host-side writes to
+    parameters after compiling (checked on 2.10), which per-step noise and resume rely on.
     """
 
     micro_batches = 1
