@@ -136,7 +136,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(tmp_path
     assert sorted(p.name for p in folder.glob("state-e*")) == [
         "state-e0002.ckpt", "state-e0002.json", "state-e0003.ckpt", "state-e0003.json"]
     # ema is on: the final weights are the EMA shadows of the last state, not the trained weights
-    last = weights(folder / "state-e0003.ckpt")
+    last, resumed_w = weights(folder / "state-e0003.ckpt"), weights(killed / "weights.ckpt")
     ema = {k[len("ema:"):]: v for k, v in last.items() if k.startswith("ema:")}
     assert ema.keys() == resumed_w.keys()
     for name in ema:
