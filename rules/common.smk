@@ -12,6 +12,7 @@ from vig.cluster import RANK_TABLE_CONFIG_KEYS, RankTableError, planned_topology
 from snakemake.io import strip_wildcard_constraints
 
 from vig.ablation import branch_of, variant_configs, variant_of
+from vig.deploy import deploy_targets, file_format
 from vig.config import (
     ConfigError,
     coerce_to_schema,
@@ -130,6 +131,14 @@ if FROM_WEIGHTS and VARIANTS:
         "deploy given weights in a run without the ablation section"
     )
 WEIGHTS = FROM_WEIGHTS or branch_path(f"train/{ARCH}.ckpt")
+
+# deploy.targets (default by backend, vig.deploy): each is exported from WEIGHTS, run through the 310
+# chain on the shared .bin files and held to the parity gate; {target} takes only these values
+DEPLOY_TARGETS = deploy_targets(config, MODEL_CFG["device_target"])
+
+
+wildcard_constraints:
+    target="|".join(DEPLOY_TARGETS),
 
 
 # What shapes the network and its input (evaluation, export, preprocessing).
@@ -253,23 +262,37 @@ def graph_images_args():
     return f"--num_classes {chosen.get('num_classes', 4)}"
 
 
-def is_per_branch(rule_name):
-    return "branch" in workflow.get_rule(rule_name).wildcard_names
+def per_target(pattern):
+    """A file pattern once per deploy target if it has the {target} wildcard ({branch} stays a wildcard)."""
+    pattern = strip_wildcard_constraints(str(pattern))
+    if "{target}" not in pattern:
+        return [pattern]
+    return expand(pattern, target=DEPLOY_TARGETS, allow_missing=True)
 
 
 def steps_needed_by(rule_name):
     """The rules whose outputs `rule_name` needs, directly or not, and itself, in workflow order."""
     # outputs carry the {branch} wildcard's constraint, inputs the bare pattern
     producers = {
-        strip_wildcard_constraints(str(f)): r for r in workflow.rules for f in r.output
+        path: r for r in workflow.rules for f in r.output for path in per_target(f)
     }
     needed, pending = {rule_name}, list(workflow.get_rule(rule_name).input)
     while pending:
         producer = producers.get(str(pending.pop()))
         if producer is not None and producer.name not in needed:
             needed.add(producer.name)
-            pending.extend(producer.input)
+            pending.extend(path for f in producer.input for path in per_target(f))
     return [r.name for r in workflow.rules if r.name in needed]
+
+
+def benchmarks_needed_by(rule_name):
+    """The benchmark file patterns of `rule_name` and of every step it needs, one per deploy target for
+    a per-target step (export_mindir, export_onnx, ...), in workflow order."""
+    return [
+        path
+        for step in steps_needed_by(rule_name)
+        for path in per_target(workflow.get_rule(step).benchmark)
+    ]
 
 
 def branch_targets(branch):
@@ -297,3 +320,22 @@ def variant_args():
         changes = json.dumps(config["ablation"][name] or {}, sort_keys=True)
         args += ["--variant", name, f"{RUN}/{branch_of(name)}", changes]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def deployed_args(branch):
+    """summary.py --deployed NAME ACCURACY PREDICTIONS LATENCY, once per deploy target (called by the
+    summary rule, once the infer rules exist)."""
+    args = []
+    for target in DEPLOY_TARGETS:
+        files = [
+            strip_wildcard_constraints(str(pattern)).format(
+                branch=branch, target=target
+            )
+            for pattern in (
+                rules.postprocess.output.accuracy,
+                rules.postprocess.output.predictions,
+                rules.infer.output.latency,
+            )
+        ]
+        args += ["--deployed", file_format(target), *files]
+    return shlex.join(args)

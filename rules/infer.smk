@@ -1,4 +1,5 @@
-# The seed's Ascend-310 chain: preprocess to .bin, run the exported MINDIR, score the results.
+# The seed's Ascend-310 chain: preprocess to .bin (once, shared), then per deploy target ({target}) run
+# the exported model on them (MINDIR: nn.GraphCell, ONNX: onnxruntime) and score the results.
 rule preprocess_310:
     input:
         manifest=run_path("dataset/manifest.json"),
@@ -28,15 +29,15 @@ rule preprocess_310:
 
 rule infer:
     input:
-        mindir=rules.export.output[0],
+        model=rules.export.output[0],
         bins=rules.preprocess_310.output.bins,
     output:
-        results=directory(branch_path("infer/result_Files")),
-        latency=branch_path("infer/latency.json"),
+        results=directory(branch_path("infer/{target}/result_Files")),
+        latency=branch_path("infer/{target}/latency.json"),
     log:
-        log_path("infer", branch=True),
+        log_path("infer_{target}", branch=True),
     benchmark:
-        bench_path("infer", branch=True)
+        bench_path("infer_{target}", branch=True)
     conda:
         ENV
     threads: 2
@@ -47,9 +48,9 @@ rule infer:
         script=script("infer"),
         batch_size=config.get("infer", {}).get("batch_size", 16),
     shell:
-        "python {params.script} --mindir {input.mindir} --input_dir {input.bins} "
+        "python {params.script} --model {input.model} --input_dir {input.bins} "
         "--output_dir {output.results} --latency {output.latency} --batch_size {params.batch_size} "
-        "> {log} 2>&1"
+        "--threads {threads} > {log} 2>&1"
 
 
 rule postprocess:
@@ -57,12 +58,12 @@ rule postprocess:
         results=rules.infer.output.results,
         labels=rules.preprocess_310.output.labels,
     output:
-        accuracy=branch_path("infer/accuracy.json"),
-        predictions=branch_path("infer/predictions.json"),
+        accuracy=branch_path("infer/{target}/accuracy.json"),
+        predictions=branch_path("infer/{target}/predictions.json"),
     log:
-        log_path("postprocess", branch=True),
+        log_path("postprocess_{target}", branch=True),
     benchmark:
-        bench_path("postprocess", branch=True)
+        bench_path("postprocess_{target}", branch=True)
     localrule: True
     conda:
         ENV

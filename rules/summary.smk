@@ -2,9 +2,9 @@ rule summary:
     input:
         eval=rules.evaluate.output.metrics,
         eval_predictions=rules.evaluate.output.predictions,
-        accuracy=rules.postprocess.output.accuracy,
-        predictions=rules.postprocess.output.predictions,
-        latency=rules.infer.output.latency,
+        accuracy=per_target(rules.postprocess.output.accuracy),
+        predictions=per_target(rules.postprocess.output.predictions),
+        latency=per_target(rules.infer.output.latency),
         metrics=[] if FROM_WEIGHTS else rules.train.output.metrics,
         weights=WEIGHTS,
     output:
@@ -23,10 +23,10 @@ rule summary:
     params:
         script=script("summary"),
         origin=per_branch(summary_origin),
+        deployed=per_branch(deployed_args),
     shell:
         "python {params.script} --eval {input.eval} --eval_predictions {input.eval_predictions} "
-        "--deployed MINDIR {input.accuracy} {input.predictions} --latency {input.latency} "
-        "--weights {input.weights:q} {params.origin} --output {output} > {log} 2>&1"
+        "{params.deployed} --weights {input.weights:q} {params.origin} --output {output} > {log} 2>&1"
 
 
 # The report's pictures: one rule per picture, each drawn by report_plots.py --kind from its inputs;
@@ -42,7 +42,7 @@ PLOTS = {
     "accuracy": ("accuracy", rules.summary.output[0], "Deployment"),
     "benchmarks": (
         "benchmarks",
-        [bench_path(step, is_per_branch(step)) for step in steps_needed_by("summary")],
+        benchmarks_needed_by("summary"),
         "Run time",
     ),
 }

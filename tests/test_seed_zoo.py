@@ -232,7 +232,7 @@ def test_dashed_flags_are_aliases_of_the_underscore_ones():
     ("infer", ["--mindir", "missing.mindir", "--input_dir", "b", "--output_dir", "r", "--latency", "l.json"]),
     ("postprocess", ["--result_dir", "missing", "--labels", "l.json", "--output", "a.json"]),
     ("summary", ["--eval", "e.json", "--eval_predictions", "p.json", "--deployed", "MINDIR", "i.json", "ip.json",
-                 "--latency", "l.json", "--output", "s.json"]),
+                 "l.json", "--output", "s.json"]),
     ("report_plots", ["--kind", "curves", "--inputs", "missing.jsonl", "--output", "c.png"]),
     ("rank_table", ["--servers_json", "[1]", "--output", "t.json"]),
     ("prepare_demo_dataset", ["--output", "d", "--val_fraction", "2"]),

@@ -328,24 +328,53 @@ def run_files(tmp_path):
 
 def summary_args(files, output):
     return ["--eval", str(files["eval"]), "--eval_predictions", str(files["eval_predictions"]),
-            "--deployed", "MINDIR", str(files["infer"]), str(files["infer_predictions"]),
-            "--latency", str(files["latency"]), "--train_metrics", str(files["metrics"]), "--output", str(output)]
+            "--deployed", "MINDIR", str(files["infer"]), str(files["infer_predictions"]), str(files["latency"]),
+            "--train_metrics", str(files["metrics"]), "--output", str(output)]
 
 
 def mindir(files):
-    return [DeployedTarget("MINDIR", files["infer"], files["infer_predictions"])]
+    return [DeployedTarget("MINDIR", files["infer"], files["infer_predictions"], files["latency"])]
 
 
-def test_summary_parity_gate_passes(run_files, tmp_path, capsys):
-    load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+def onnx_target(files, tmp_path, images=None):
+    """A second deployed target beside MINDIR: the same accuracy, its own predictions and latency."""
+    predictions = json.loads(files["infer_predictions"].read_text())
+    return ["--deployed", "ONNX", str(files["infer"]),
+            str(write_json(tmp_path / "onnx" / "predictions.json", dict(predictions, images=images or
+                                                                        predictions["images"]))),
+            str(write_json(tmp_path / "onnx" / "latency.json", {
+                "mean_ms": 0.5, "p50_ms": 0.4, "p90_ms": 0.7, "images": 8, "batch_size": 4,
+                "throughput_images_per_s": 2000.0, "runtime": "onnxruntime 1.32.0 CPU, 2 threads"}))]
+
+
+def test_summary_parity_gate_passes_for_every_target(run_files, tmp_path, capsys):
+    load_script("summary").main(summary_args(run_files, tmp_path / "summary.json") + onnx_target(run_files, tmp_path))
     out = capsys.readouterr().out
-    assert "eval (in framework)" in out and "deployed (MINDIR)" in out and "parity gate: passed" in out
-    assert "MINDIR: all 8 images have the evaluation's label, top-1 class and top-5 classes" in out
+    assert "eval (in framework)" in out and "deployed (MINDIR)" in out and "parity gate: passed (MINDIR, ONNX" in out
+    for name in ("MINDIR", "ONNX"):
+        assert f"{name}: all 8 images have the evaluation's label, top-1 class and top-5 classes" in out
+    assert "ONNX latency: 0.50 ms/image mean, p50 0.40, p90 0.70 (batch 4, 8 images; onnxruntime 1.32.0" in out
+    onnx_row = next(line for line in out.splitlines() if line.startswith("deployed (ONNX)"))
+    assert onnx_row.split()[2:] == ["0.7500", "1.0000", "8", "0.50", "onnxruntime", "1.32.0", "CPU,", "2", "threads"]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 8}
-    assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 6]
+    assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 8, "ONNX": 8}
+    assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 6, 6]
+    assert [r.get("ms_per_image") for r in summary["accuracy"]] == [None, 2.0, 0.5]
+    assert summary["latency"]["ONNX"]["runtime"] == "onnxruntime 1.32.0 CPU, 2 threads"
+    assert summary["latency"]["MINDIR"]["p90_ms"] == 2.5 and summary["latency"]["MINDIR"]["runtime"] is None
     assert summary["training"] == {"epochs": 3, "final": json.loads(run_files["metrics"].read_text().splitlines()[-1]),
                                    "final_weights": "best", "final_epoch": 2}
+
+
+def test_summary_parity_gate_names_the_one_target_that_fails(run_files, tmp_path, capsys):
+    """MINDIR reproduces the evaluation, ONNX has two images' predictions swapped: the gate names ONNX."""
+    deployed = json.loads(run_files["infer_predictions"].read_text())["images"]
+    swapped = swap(deployed, "top", "b0", "b1")
+    argv = summary_args(run_files, tmp_path / "summary.json") + onnx_target(run_files, tmp_path, swapped)
+    assert load_script("summary").main(argv) == 1
+    err = capsys.readouterr().err
+    assert "parity gate FAILED for deployed target ONNX: 2 of 8 images differ" in err and "MINDIR" not in err
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsys):
@@ -358,7 +387,7 @@ def test_summary_parity_gate_fails_and_writes_nothing(run_files, tmp_path, capsy
     write_json(run_files["infer"], {"top1": 0.75, "top5": 1.0, "num_images": 9, "correct_top1": 6,
                                     "correct_top5": 8})
     with pytest.raises(ParityError, match="num_images: eval 8 vs deployed 9"):
-        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files), run_files["latency"])
+        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files))
 
 
 def swap(image_records, field, first, second):
@@ -389,7 +418,7 @@ def test_parity_gate_catches_two_swapped_labels(run_files):
     deployed = json.loads(run_files["infer_predictions"].read_text())
     write_json(run_files["infer_predictions"], dict(deployed, images=swap(deployed["images"], "label", "a0", "c2")))
     with pytest.raises(ParityError, match=r"2 of 8 images differ from the evaluation \(label: 2\)") as info:
-        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files), run_files["latency"])
+        build_summary(run_files["eval"], run_files["eval_predictions"], mindir(run_files))
     assert "a0                      0/2" in str(info.value) and "c2                      2/0" in str(info.value)
 
 
@@ -477,6 +506,17 @@ def test_report_accuracy_table(tmp_path, drawn, deployed_top1, title, colour):
                     ["eval (in framework)", "0.7500", "1.0000", "6 / 8", "8 / 8"],
                     ["deployed (MINDIR)", f"{deployed_top1 / 8:.4f}", "1.0000", f"{deployed_top1} / 8", "8 / 8"]]
     assert ax.get_title() == f"eval vs deployed model: {title}" and ax.title.get_color() == colour
+
+
+def test_report_accuracy_table_has_a_row_and_latency_per_target(run_files, tmp_path, drawn, capsys):
+    load_script("summary").main(summary_args(run_files, tmp_path / "summary.json") + onnx_target(run_files, tmp_path))
+    fig = drawn("accuracy", [tmp_path / "summary.json"])
+    cells = fig.axes[0].tables[0].get_celld()
+    text = [[cells[r, c].get_text().get_text() for c in range(6)] for r in range(4)]
+    assert [row[0] for row in text] == ["model", "eval (in framework)", "deployed (MINDIR)", "deployed (ONNX)"]
+    assert [row[5] for row in text] == ["ms/image", "-", "2.00 (batch 4)",
+                                        "0.50 (batch 4)\nonnxruntime 1.32.0 CPU, 2 threads"]
+    assert fig.axes[0].get_title() == "eval vs deployed model: identical counts"
 
 
 def test_report_benchmarks_bar_per_step(tmp_path, drawn):

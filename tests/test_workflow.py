@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "data" / "workflow" / "tiny.yaml"
 STEPS = ["verify_dataset", "rank_table", "train", "evaluate", "export", "preprocess_310", "infer",
          "postprocess", "summary"]
+TARGETS = ("mindir", "onnx")  # the deploy targets on CPU by default
+PER_TARGET = ("export", "infer", "postprocess")  # one job each per target: logs/<step>_<target>.log
+JOBS = [f"{step}_{target}" for step in STEPS for target in TARGETS if step in PER_TARGET] + \
+    [step for step in STEPS if step not in PER_TARGET]
 
 
 def snakemake_env():
@@ -84,6 +88,15 @@ def test_imagenet_dry_run_lists_every_step_with_the_seed_settings(tmp_path):
     assert '"source": "hccn_conf"' in out and '"device_count": 8' in out
     seed = yaml.safe_load((REPO / "config" / "models" / "vig_s_patch16_224.yaml").read_text())
     assert (seed["epochs"], seed["batch_size"], seed["base_lr"], seed["device_target"]) == (300, 16, 0.002, "Ascend")
+    assert "export/vig_s_patch16_224.mindir" in out and ".onnx" not in out  # Ascend deploys the MINDIR only
+
+
+def test_mindir_only_target_builds_no_onnx(tmp_path):
+    out = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", 'deploy={"targets": ["mindir"]}').stdout
+    assert "onnx" not in out.lower(), [line for line in out.splitlines() if "onnx" in line.lower()]
+    assert {"export", "infer", "postprocess"} <= planned_jobs(out)
+    summary = next(line for line in out.splitlines() if "workflow_scripts/summary.py" in line)
+    assert summary.count("--deployed") == 1 and "--deployed MINDIR results/tiny/infer/mindir/accuracy.json" in summary
 
 
 def test_imagenet_dry_run_under_the_slurm_profile_asks_for_the_seeds_8_devices(tmp_path):
@@ -115,6 +128,7 @@ def test_multi_node_training_starts_one_launcher_per_node(tmp_path):
     ('train_overrides={"base_lr": 0}', "key 'base_lr' = 0"),
     ("run_name=a/b", "run_name"),
     ('infer={"batch_size": 0}', "batch_size"),
+    ('deploy={"targets": ["mindir", "tflite"]}', "'tflite' is not one of ['mindir', 'onnx']"),
 ])
 def test_config_error_stops_the_run_before_any_job(tmp_path, override, message):
     proc = snakemake(tmp_path, "--cores", "1", "--config", override, check=False)
@@ -138,21 +152,26 @@ def test_every_step_produces_its_outputs(finished_run):
     assert evaluation["num_images"] == len(read_json(finished_run / "infer" / "preprocess_Result" /
                                                      "imagenet_label.json"))
     assert np.asarray(evaluation["confusion_matrix"]).sum() == evaluation["num_images"]
-    assert (finished_run / "export" / "vig_ti_patch16_224.mindir").stat().st_size > 0
-    results = sorted((finished_run / "infer" / "result_Files").glob("*_0.bin"))
-    assert len(results) == evaluation["num_images"]
-    assert results[0].stat().st_size == 4 * 10  # 10 float32 logits, the seed's 310 format
-    accuracy = read_json(finished_run / "infer" / "accuracy.json")
     summary = read_json(finished_run / "summary.json")
-    assert accuracy["top1"] == pytest.approx(evaluation["top1"], abs=0)
-    assert summary["parity"] == "passed"
-    eval_row, deployed_row = summary["accuracy"]
-    assert eval_row["correct_top1"] == deployed_row["correct_top1"] == round(evaluation["top1"] * 359)
-    assert summary["images_compared"] == {"MINDIR": 359}
+    assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 359, "ONNX": 359}
+    eval_row, *deployed_rows = summary["accuracy"]
+    assert [row["model"] for row in deployed_rows] == ["deployed (MINDIR)", "deployed (ONNX)"]
     evaluated = read_json(finished_run / "eval" / "predictions.json")["images"]
-    deployed = read_json(finished_run / "infer" / "predictions.json")["images"]
-    assert sorted(r["image"] for r in evaluated) == [r["image"] for r in deployed] == [p.name[:-6] for p in results]
     assert sum(r["top"][0] == r["label"] for r in evaluated) == eval_row["correct_top1"]
+    for target, row in zip(TARGETS, deployed_rows):  # the same .bin inputs, the same result-file format
+        assert (finished_run / "export" / f"vig_ti_patch16_224.{target}").stat().st_size > 0
+        results = sorted((finished_run / "infer" / target / "result_Files").glob("*_0.bin"))
+        assert len(results) == evaluation["num_images"]
+        assert results[0].stat().st_size == 4 * 10  # 10 float32 logits, the seed's 310 format
+        accuracy = read_json(finished_run / "infer" / target / "accuracy.json")
+        assert accuracy["top1"] == pytest.approx(evaluation["top1"], abs=0)
+        assert eval_row["correct_top1"] == row["correct_top1"] == round(evaluation["top1"] * 359)
+        assert eval_row["correct_top5"] == row["correct_top5"]
+        deployed = read_json(finished_run / "infer" / target / "predictions.json")["images"]
+        assert sorted(r["image"] for r in evaluated) == [r["image"] for r in deployed] == [p.name[:-6] for p in results]
+        latency = read_json(finished_run / "infer" / target / "latency.json")
+        assert row["ms_per_image"] == latency["mean_ms"] > 0 and latency["file_format"] == target.upper()
+    assert read_json(finished_run / "infer" / "onnx" / "latency.json")["runtime"].endswith("CPU, 2 threads")
     for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks", "patch_graph", "graph_health"):
         assert (finished_run / "report" / f"{picture}.png").stat().st_size > 1000
     health = read_json(finished_run / "graph" / "health.json")
@@ -160,9 +179,9 @@ def test_every_step_produces_its_outputs(finished_run):
                                 for c in range(4)]
     assert [(b["block"], b["k"], b["grid"]) for b in health["blocks"]] == [(0, 3, [4, 4]), (1, 6, [4, 4])]
     assert all(b["mean_neighbour_distance"] > 0 and -1 <= b["mean_cosine_similarity"] <= 1 for b in health["blocks"])
-    for step in STEPS:
-        assert (finished_run / "benchmarks" / f"{step}.tsv").exists()
-        assert (finished_run / "logs" / f"{step}.log").exists()
+    for job in JOBS:
+        assert (finished_run / "benchmarks" / f"{job}.tsv").exists()
+        assert (finished_run / "logs" / f"{job}.log").exists()
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -208,31 +227,34 @@ def test_report_is_self_contained(finished_run):
     assert report.stat().st_size > 50_000 and "training_curves.png" in html
 
 
-def test_parity_gate_stops_on_two_swapped_deployed_outputs(finished_run, tmp_path):
-    """The real run's 310 result files with two images' logits swapped: the gate fails naming the target
-    and both images, even when the correct counts happen to stay equal."""
-    deployed = read_json(finished_run / "infer" / "predictions.json")["images"]
+def test_parity_gate_stops_on_two_swapped_deployed_outputs_naming_the_target(finished_run, tmp_path):
+    """The real run's ONNX result files with two images' logits swapped, beside its intact MINDIR ones:
+    the gate fails naming ONNX and both images, even when the correct counts happen to stay equal."""
+    infer = finished_run / "infer"
+    deployed = read_json(infer / "onnx" / "predictions.json")["images"]
     first = deployed[0]
     second = next(r for r in deployed if r["top"][0] != first["top"][0])
     results = tmp_path / "result_Files"
-    shutil.copytree(finished_run / "infer" / "result_Files", results)
+    shutil.copytree(infer / "onnx" / "result_Files", results)
     a, b = results / f"{first['image']}_0.bin", results / f"{second['image']}_0.bin"
     a_bytes = a.read_bytes()
     a.write_bytes(b.read_bytes())
     b.write_bytes(a_bytes)
     script = [sys.executable, str(REPO / "workflow_scripts" / "postprocess.py")]
     subprocess.run(script + ["--result_dir", str(results), "--labels",
-                             str(finished_run / "infer" / "preprocess_Result" / "imagenet_label.json"),
+                             str(infer / "preprocess_Result" / "imagenet_label.json"),
                              "--output", str(tmp_path / "accuracy.json"), "--predictions",
                              str(tmp_path / "predictions.json")], check=True, capture_output=True)
     gate = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "summary.py"),
                            "--eval", str(finished_run / "eval" / "metrics.json"),
                            "--eval_predictions", str(finished_run / "eval" / "predictions.json"),
-                           "--deployed", "MINDIR", str(tmp_path / "accuracy.json"), str(tmp_path / "predictions.json"),
-                           "--latency", str(finished_run / "infer" / "latency.json"),
+                           "--deployed", "MINDIR", *(str(infer / "mindir" / name) for name in
+                                                     ("accuracy.json", "predictions.json", "latency.json")),
+                           "--deployed", "ONNX", str(tmp_path / "accuracy.json"), str(tmp_path / "predictions.json"),
+                           str(infer / "onnx" / "latency.json"),
                            "--output", str(tmp_path / "summary.json")], capture_output=True, text=True)
     assert gate.returncode == 1 and not (tmp_path / "summary.json").exists()
-    assert "parity gate FAILED for deployed target MINDIR: 2 of 359 images differ" in gate.stderr, gate.stderr
+    assert "parity gate FAILED for deployed target ONNX: 2 of 359 images differ" in gate.stderr, gate.stderr
     listed = [line.split()[0] for line in gate.stderr.splitlines()[2:]]
     assert sorted(listed) == sorted([first["image"], second["image"]]), gate.stderr
 
@@ -283,5 +305,7 @@ def test_sigkill_during_training_then_rerun_incomplete_resumes(tmp_path, finishe
     assert final_resumed.keys() == final_straight.keys()
     for name, value in final_straight.items():
         np.testing.assert_array_equal(final_resumed[name], value, err_msg=name)
-    resumed_summary = read_json(run / "summary.json")
-    assert resumed_summary["accuracy"] == read_json(finished_run / "summary.json")["accuracy"]  # not timings
+    def accuracy_rows(summary):  # without the deployed targets' latency, a timing
+        return [{k: v for k, v in row.items() if k != "ms_per_image"} for row in read_json(summary)["accuracy"]]
+
+    assert accuracy_rows(run / "summary.json") == accuracy_rows(finished_run / "summary.json")

@@ -111,19 +111,30 @@ def accuracy_rows(inputs) -> list[dict]:
                      f"got {len(inputs)} inputs")
 
 
+def _latency_cell(row: dict) -> str:
+    """A deployed row's mean ms per image and what ran it; '-' for the evaluation (not timed per image)."""
+    if "ms_per_image" not in row:
+        return "-"
+    runtime = f"\n{row['runtime']}" if row.get("runtime") else ""
+    return f"{row['ms_per_image']:.2f} (batch {row['batch_size']}){runtime}"
+
+
 def plot_accuracy(inputs, output) -> Path:
-    """The eval-vs-deployed accuracy table as a picture."""
+    """The eval-vs-deployed accuracy table as a picture: one row per deployed target, with its latency."""
     rows = accuracy_rows(inputs)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * (len(rows) + 1)))
+    timed = any("ms_per_image" in r for r in rows)
+    fig, ax = plt.subplots(figsize=(10.5 if timed else 7.5, 0.5 + (0.6 if timed else 0.45) * (len(rows) + 1)))
     ax.axis("off")
+    labels = ["model", "top-1", "top-5", "top-1 correct", "top-5 correct"] + (["ms/image"] if timed else [])
     cells = [[r["model"], f"{r['top1']:.4f}", f"{r['top5']:.4f}", f"{r['correct_top1']} / {r['num_images']}",
-              f"{r['correct_top5']} / {r['num_images']}"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["model", "top-1", "top-5", "top-1 correct", "top-5 correct"],
-                     loc="center", cellLoc="center")
+              f"{r['correct_top5']} / {r['num_images']}"] + ([_latency_cell(r)] if timed else []) for r in rows]
+    table = ax.table(cellText=cells, colLabels=labels, loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(10)
-    table.scale(1, 1.6)
+    table.scale(1, 2.2 if timed else 1.6)
+    if timed:
+        table.auto_set_column_width(list(range(len(labels))))
     same = len({(r["num_images"], r["correct_top1"], r["correct_top5"]) for r in rows}) == 1
     ax.set_title("eval vs deployed model: " + ("identical counts" if same else "DIFFERENT counts"),
                  color="green" if same else "red")

@@ -1,6 +1,7 @@
 """The run's summary and its parity gate.
 
-Every deployed model (today the exported MINDIR on the 310-format .bin inputs) must classify every image
+Every deployed model (each deploy target: the exported MINDIR, the ONNX model, run on the same 310-format
+.bin inputs) must classify every image
 exactly as the in-framework evaluation did: the same images with the same labels, the same top-1 class
 and the same set of top-5 classes per image (vig/predictions.py), hence also the same top-1 and top-5
 correct counts. Anything else means export, preprocessing or inference changed the model, and the run
@@ -33,10 +34,12 @@ class ParityError(RuntimeError):
 
 @dataclass(frozen=True)
 class DeployedTarget:
-    """One deployed model the gate checks: its accuracy (postprocess output) and per-image predictions."""
+    """One deployed model the gate checks: its accuracy (postprocess output), per-image predictions and
+    inference latency (infer output)."""
     name: str
     accuracy: str | os.PathLike
     predictions: str | os.PathLike
+    latency: str | os.PathLike
 
 
 def correct_count(metrics: dict, key: str, source) -> int:
@@ -72,22 +75,32 @@ def eval_row(eval_metrics: dict, source) -> dict:
             "correct_top5": correct_count(eval_metrics, "top5", source), "num_images": eval_metrics["num_images"]}
 
 
-def deployed_row(name: str, deployed: dict) -> dict:
-    return {"model": f"deployed ({name})", "top1": deployed["top1"], "top5": deployed["top5"],
-            "correct_top1": int(deployed["correct_top1"]), "correct_top5": int(deployed["correct_top5"]),
-            "num_images": deployed["num_images"]}
+def deployed_row(name: str, deployed: dict, latency: dict | None = None) -> dict:
+    """A deployed target's accuracy, with its mean latency per image and what ran it when known."""
+    row = {"model": f"deployed ({name})", "top1": deployed["top1"], "top5": deployed["top5"],
+           "correct_top1": int(deployed["correct_top1"]), "correct_top5": int(deployed["correct_top5"]),
+           "num_images": deployed["num_images"]}
+    if latency:
+        row.update({"ms_per_image": latency["mean_ms"], "batch_size": latency["batch_size"],
+                    "runtime": latency.get("runtime")})
+    return row
 
 
-def accuracy_rows(eval_metrics: dict, eval_source, deployed: dict[str, dict]) -> list[dict]:
-    """The evaluation's row, then one per deployed target ({name: its accuracy file's contents})."""
-    return [eval_row(eval_metrics, eval_source)] + [deployed_row(name, acc) for name, acc in deployed.items()]
+def accuracy_rows(eval_metrics: dict, eval_source, deployed: dict[str, dict],
+                  latency: dict[str, dict] | None = None) -> list[dict]:
+    """The evaluation's row, then one per deployed target ({name: its accuracy file's contents}), with its
+    latency ({name: its latency file's contents}) when given."""
+    latency = latency or {}
+    return [eval_row(eval_metrics, eval_source)] + [deployed_row(name, acc, latency.get(name))
+                                                    for name, acc in deployed.items()]
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'model':<22}{'top-1':>9}{'top-5':>9}{'images':>9}"
+    header = f"{'model':<22}{'top-1':>9}{'top-5':>9}{'images':>9}{'ms/image':>10}  runtime"
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row['model']:<22}{row['top1']:>9.4f}{row['top5']:>9.4f}{row['num_images']:>9d}")
+        speed = f"{row['ms_per_image']:>10.2f}  {row.get('runtime') or ''}" if "ms_per_image" in row else ""
+        lines.append(f"{row['model']:<22}{row['top1']:>9.4f}{row['top5']:>9.4f}{row['num_images']:>9d}{speed}")
     return "\n".join(lines)
 
 
@@ -149,25 +162,30 @@ def check_images(reference: dict[str, dict], deployed: dict[str, dict], target: 
         f"else):\n  " + "\n  ".join(lines))
 
 
-def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget], latency_path,
+def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget],
                   train_metrics_path=None) -> dict:
     """Read the step outputs, enforce parity for every deployed target (raises ParityError naming the
-    first failing one), return the summary."""
+    first failing one), return the summary: one accuracy row per target, with its latency."""
     if not targets:
-        raise ValueError("no deployed target to check (expected at least one: name, accuracy, predictions)")
+        raise ValueError("no deployed target to check (expected at least one: name, accuracy, predictions, "
+                         "latency)")
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"deployed targets {names}: each name may occur once")
     eval_metrics = read_json(eval_path, "evaluation metrics", EVAL_KEYS)
     reference = read_predictions(eval_predictions_path, "evaluation predictions")
     if len(reference) != eval_metrics["num_images"]:
         raise ValueError(f"{eval_predictions_path}: {len(reference)} images, but {eval_path} counts "
                          f"{eval_metrics['num_images']} (expected both from the same evaluation)")
-    latency = read_json(latency_path, "inference latency", LATENCY_KEYS)
+    latency = {t.name: read_json(t.latency, f"{t.name} inference latency", LATENCY_KEYS) for t in targets}
     deployed = {t.name: read_json(t.accuracy, f"{t.name} accuracy", INFER_KEYS) for t in targets}
-    rows = accuracy_rows(eval_metrics, eval_path, deployed)
+    rows = accuracy_rows(eval_metrics, eval_path, deployed, latency)
     compared = {t.name: check_images(reference, read_predictions(t.predictions, f"{t.name} predictions"), t.name)
                 for t in targets}
     check_counts(rows)
     summary = {"parity": "passed", "accuracy": rows, "images_compared": compared,
-               "latency": {k: latency[k] for k in LATENCY_KEYS}}
+               "latency": {name: {k: stats.get(k) for k in LATENCY_KEYS + ("runtime",)}
+                           for name, stats in latency.items()}}
     if train_metrics_path:
         records = read_train_metrics(train_metrics_path)
         if records:

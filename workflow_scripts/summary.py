@@ -2,15 +2,16 @@
 """The run's summary and parity gate: every deployed model must reproduce the evaluation image by image.
 
     python workflow_scripts/summary.py --eval eval/metrics.json --eval_predictions eval/predictions.json \\
-        --deployed MINDIR infer/accuracy.json infer/predictions.json \\
-        --latency infer/latency.json --train_metrics metrics.jsonl --weights train/vig.ckpt --output summary.json
+        --deployed MINDIR infer/mindir/accuracy.json infer/mindir/predictions.json infer/mindir/latency.json \\
+        --deployed ONNX infer/onnx/accuracy.json infer/onnx/predictions.json infer/onnx/latency.json \\
+        --train_metrics metrics.jsonl --weights train/vig.ckpt --output summary.json
 
-For each --deployed target (name, postprocess accuracy, per-image predictions): the evaluation's images,
-and for every image the same label, top-1 class and set of top-5 classes (so the same correct counts),
-or exit status 1 naming the target and the first differing images with both predictions and their
-top-1 margins, and nothing written. Prints the accuracy table (eval vs each deployed target). With
---weights the summary also says which weights were deployed (path, sha256, origin) and, with
---pretrained, what training started from.
+For each --deployed target (name, postprocess accuracy, per-image predictions, infer latency): the
+evaluation's images, and for every image the same label, top-1 class and set of top-5 classes (so the
+same correct counts), or exit status 1 naming the target and the first differing images with both
+predictions and their top-1 margins, and nothing written. Prints the accuracy table (eval vs each
+deployed target, with its latency). With --weights the summary also says which weights were deployed
+(path, sha256, origin) and, with --pretrained, what training started from.
 """
 import sys
 from pathlib import Path
@@ -29,11 +30,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", required=True, metavar="JSON", help="evaluation metrics (eval/metrics.json)")
     parser.add_argument("--eval_predictions", required=True, metavar="JSON",
                         help="the evaluation's per-image predictions (evaluate.py --predictions)")
-    parser.add_argument("--deployed", required=True, action="append", nargs=3,
-                        metavar=("NAME", "ACCURACY_JSON", "PREDICTIONS_JSON"),
+    parser.add_argument("--deployed", required=True, action="append", nargs=4,
+                        metavar=("NAME", "ACCURACY_JSON", "PREDICTIONS_JSON", "LATENCY_JSON"),
                         help="a deployed target: its name, accuracy and per-image predictions (postprocess.py "
-                             "--output and --predictions); repeat for each target")
-    parser.add_argument("--latency", required=True, metavar="JSON", help="inference latency (infer output)")
+                             "--output and --predictions) and latency (infer.py --latency); repeat for each "
+                             "target")
     parser.add_argument("--train_metrics", metavar="JSONL", help="training metrics, one record per epoch (optional)")
     parser.add_argument("--weights", metavar="FILE", help="the deployed weights (recorded with their sha256)")
     parser.add_argument("--weights_origin", default="trained",
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
 
     def summarise():
         targets = [DeployedTarget(*target) for target in args.deployed]
-        summary = build_summary(args.eval, args.eval_predictions, targets, args.latency, args.train_metrics)
+        summary = build_summary(args.eval, args.eval_predictions, targets, args.train_metrics)
         if args.weights:
             summary["weights"] = {**describe(args.weights), "origin": args.weights_origin}
             print(f"weights: {args.weights} (sha256 {summary['weights']['sha256']}, {args.weights_origin})")
@@ -54,10 +55,10 @@ def main(argv=None) -> int:
         print(format_table(summary["accuracy"]))
         for name, images in summary["images_compared"].items():
             print(f"{name}: all {images} images have the evaluation's label, top-1 class and top-5 classes")
-        lat = summary["latency"]
-        print(f"deployed latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 {lat['p90_ms']:.2f} "
-              f"(batch {lat['batch_size']}, {lat['images']} images)")
-        print("parity gate: passed (deployed model == evaluation on the same images)")
+        for name, lat in summary["latency"].items():
+            print(f"{name} latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 "
+                  f"{lat['p90_ms']:.2f} (batch {lat['batch_size']}, {lat['images']} images; {lat['runtime']})")
+        print(f"parity gate: passed ({', '.join(summary['images_compared'])} == evaluation on the same images)")
         write_json(args.output, summary)
 
     return run(summarise, "summary.py", failures=(ParityError,))
