@@ -34,12 +34,13 @@ def test_workflow_under_slurm_with_a_two_task_training_job(slurm_session, tmp_pa
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests  # ranks stayed in sync
     metrics = [json.loads(x) for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
-    # every step's output, and the parity gate between evaluation and the deployed MINDIR
+    # every step's output, and the parity gate between evaluation and each deployed target
     evaluation = json.loads((run / "eval" / "metrics.json").read_text())
-    accuracy = json.loads((run / "infer" / "accuracy.json").read_text())
-    assert evaluation["num_images"] == accuracy["num_images"] == 359
-    assert evaluation["top1"] == accuracy["top1"] and evaluation["top5"] == accuracy["top5"]
+    for target in ("mindir", "onnx"):
+        accuracy = json.loads((run / "infer" / target / "accuracy.json").read_text())
+        assert evaluation["num_images"] == accuracy["num_images"] == 359
+        assert evaluation["top1"] == accuracy["top1"] and evaluation["top5"] == accuracy["top5"]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["parity"] == "passed"
+    assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 359, "ONNX": 359}
     for picture in ("training_curves", "confusion_matrix", "accuracy", "benchmarks"):
         assert (run / "report" / f"{picture}.png").stat().st_size > 1000

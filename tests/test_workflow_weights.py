@@ -48,7 +48,7 @@ def test_given_weights_are_deployed_without_training_and_pass_the_parity_gate(gi
     assert summary["weights"] == {"path": str(weights), "sha256": sha, "origin": "given (train.from_weights)"}
     assert json.loads((run / "eval" / "metrics.json").read_text())["weights_sha256"] == sha
     assert not (run / "train").exists() and not (run / "logs" / "train.log").exists()
-    assert "original PyTorch" in (run / "logs" / "export.log").read_text()
+    assert "original PyTorch" in (run / "logs" / "export_mindir.log").read_text()
     assert (run / "report" / "accuracy.png").stat().st_size > 1000
     report = workdir / "report.html"
     snakemake(workdir, "--report", str(report), configfile=workdir / "given.yaml")
