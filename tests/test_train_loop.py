@@ -265,27 +265,34 @@ def test_final_weights_best_ema_last_and_the_best_survives_pruning(tmp_path):
 
 
 def test_plan_times_real_steps_and_projects_without_training(tmp_path):
-    """train.py --plan: the configured global batch, scaled LR and steps, measured s/step and img/s beside the
-    pipeline's, and a projection made of them; it trains nothing and saves no state."""
-    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 40 images: 5 steps of 8
+    """train.py --plan with accumulation_step 2: the global batch, scaled LR and optimizer steps, measured s/step
+    and img/s beside the pipeline's, and a projection made of the measured parts; it trains nothing and
+    leaves no state."""
+    data = write_digits(tmp_path / "digits", train_per_class=4, val_per_class=2)  # 40 images: 5 batches of 8
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_YAML.replace("lr_linear_scaling: false", "lr_linear_scaling: true"))
+    config.write_text(TINY_YAML.replace("lr_linear_scaling: false", "lr_linear_scaling: true") + "accumulation_step: 2\n")
     out = tmp_path / "plan"
     result = subprocess.run(train_command(config, data, out, "--plan", "--plan_steps", "3", "--plan_output",
                                           str(out / "plan.json")), env=env(), timeout=300, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = json.loads((out / "plan.json").read_text())
-    assert (plan["global_batch"], plan["accumulation_step"], plan["ranks"], plan["steps_per_epoch"]) == (8, 1, 1, 5)
-    assert plan["lr_scale"] == 8 / 512 and np.isclose(plan["lr_peak"], 0.002 * 8 / 512)
+    assert (plan["global_batch"], plan["accumulation_step"], plan["ranks"]) == (16, 2, 1)
+    assert (plan["steps_per_epoch"], plan["micro_batches_per_epoch"]) == (2, 5)  # the fifth batch is left out
+    assert plan["lr_scale"] == 16 / 512 and np.isclose(plan["lr_peak"], 0.002 * 16 / 512)
     assert plan["steps_timed"] == 3 and plan["s_per_step"] > 0 and plan["pipeline_images_per_s"] > 0
-    assert np.isclose(plan["images_per_s"], 8 / plan["s_per_step"])
+    assert np.isclose(plan["images_per_s"], 16 / plan["s_per_step"])
     assert plan["val_batches_per_epoch"] == 3  # 20 val images in batches of 8
-    epoch_s = 5 * plan["s_per_step"] + 3 * plan["val_batch_s"] + plan["pipeline_startup_s"]
-    assert np.isclose(plan["epoch_s"], epoch_s) and plan["projected_s"] > 3 * epoch_s
+    assert plan["startup_s"] > 0 and plan["state_write_s"] > 0 and plan["states_written"] == 3
+    epoch_s = 2 * plan["s_per_step"] + 3 * plan["val_batch_s"] + plan["pipeline_startup_s"] \
+        + plan["val_pipeline_startup_s"]
+    assert np.isclose(plan["epoch_s"], epoch_s)
+    assert np.isclose(plan["projected_s"], plan["startup_s"] + plan["compile_s"] + 3 * epoch_s + 3 * plan["state_write_s"])
     assert plan["slurm_runtime_minutes"] >= plan["projected_s"] * 1.25 / 60
-    for line in ("global batch 8 = batch 8 x 1 rank(s) x accumulation 1", "steps per epoch 5",
+    for line in ("global batch 16 = batch 8 x 1 rank(s) x accumulation 2",
+                 "steps per epoch 2 (optimizer steps; 5 batches per rank, the last 1 making no full step left out)",
                  "measured over 3 steps after 2 warm-up", "data pipeline alone", "projected:"):
         assert line in result.stdout, line
+    assert not list((out / "state").glob(".plan-*"))  # the timed state write is removed
     assert not (out / "weights.ckpt").exists() and not (out / "metrics.jsonl").exists()
     assert not list((out / "state").glob("*/state-e*")) and not list((out / "state").glob("*/best*"))
