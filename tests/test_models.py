@@ -10,7 +10,8 @@ from mindspore import Tensor, nn, ops
 from conftest import TINY_ISOTROPIC, TINY_PYRAMID
 from vig import ops as vig_ops
 from vig.models import count_parameters, create_model, list_models, trace_forward
-from vig.models.graph import (DilatedKnnGraph, EdgeConv, GINConv, GraphSAGE, MRConv,
+from vig.config import model_schema
+from vig.models.graph import (GRAPH_CONVS, DilatedKnnGraph, EdgeConv, GINConv, GraphSAGE, MRConv,
                               relative_position_bias, _resize_axis_bicubic)
 from vig.models.layers import DropPath
 
@@ -458,3 +459,9 @@ def test_im2col_conv_equals_native_conv_forward_and_backward(mode, stride, size)
             np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-3)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_schema_offers_exactly_the_graph_convs_the_model_builds():
+    """The model schema's conv enum is a second list of names: it must not drift from the class table."""
+    conv = model_schema()["properties"]["model_overrides"]["properties"]["conv"]
+    assert sorted(conv["enum"]) == sorted(GRAPH_CONVS)
