@@ -179,3 +179,32 @@ def test_nested_command_line_values_are_read_as_the_model_schema_asks():
     given = {"model_overrides": {"channels": ["24", "48"], "k": "8", "conv": "edge", "use_dilation": "false"}}
     assert coerce_to_schema(given, model_schema()) == {
         "model_overrides": {"channels": [24, 48], "k": 8, "conv": "edge", "use_dilation": False}}
+
+
+def test_profile_model_measures_the_branch_model(tmp_path):
+    """profile_model.py counts the model its --set overrides build (the edge conv: same params as mr, its
+    2C -> C conv applied to every node-neighbour pair, so more MACs), loads its weights and times it;
+    a bad option stops it before any model is built."""
+    import mindspore as ms
+
+    from vig.config import build_model
+    from vig.models.complexity import count_macs, count_parameters
+
+    script = REPO / "workflow_scripts" / "profile_model.py"
+    configs = {conv: load_model_config(TINY_MODEL, {"model_overrides": {"channels": [24], "blocks": [2], "k": 3,
+                                                                        "stem_stride": 4, "conv": conv}})
+               for conv in ("mr", "edge")}
+    nets = {conv: build_model(cfg) for conv, cfg in configs.items()}
+    ms.save_checkpoint(nets["edge"], str(tmp_path / "edge.ckpt"))
+    subprocess.run([sys.executable, str(script), "--vig_config", str(TINY_MODEL), "--set",
+                    f"model_overrides={json.dumps(configs['edge']['model_overrides'])}", "--pretrained",
+                    str(tmp_path / "edge.ckpt"), "--batch_size", "8", "--repeats", "2",
+                    "--output", str(tmp_path / "edge.json")], check=True, capture_output=True)
+    found = json.loads((tmp_path / "edge.json").read_text())
+    assert found["model_overrides"]["conv"] == "edge" and found["images_per_s"] > 0
+    assert found["params"] == count_parameters(nets["edge"]) == count_parameters(nets["mr"])
+    assert found["macs"] == count_macs(nets["edge"]) > count_macs(nets["mr"])
+    bad = subprocess.run([sys.executable, str(script), "--vig_config", str(TINY_MODEL), "--pretrained",
+                          str(tmp_path / "edge.ckpt"), "--batch_size", "0", "--output", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--batch_size 0" in bad.stderr and not (tmp_path / "x.json").exists()
