@@ -123,7 +123,8 @@ def table_html(rows: list[dict], title: str) -> str:
         "<tr>" + "".join(f"<td{' class=best' if k == 'top1' and r['top1'] == best else ''}>{_cell(k, r[k])}</td>"
                          for k in COLUMNS) + "</tr>\n" for r in rows)
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-             "th,td{border:1px solid #bbb;padding:4px 8px;text-align:right}td:nth-child(2),th{text-align:left}"
+             "th,td{border:1px solid #bbb;padding:4px 8px;text-align:right;white-space:nowrap}"
+             "td:nth-child(2),th{text-align:left}td:nth-child(2){white-space:normal}"
              "th{background:#eee}.best{font-weight:bold}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>\n"
