@@ -1,6 +1,8 @@
 """Time the original PyTorch ViG (huawei-noah/Efficient-AI-Backbones, vig_pytorch) on CPU.
 
-Run by bench/model_throughput.py with a python that has torch; never imported by the `vig` package.
+Run by bench/model_throughput.py and bench/deploy_throughput.py with a python that has torch; never
+imported by the `vig` package. Mode export_onnx writes the model to --output with torch.onnx.export
+(opset 17, dynamic batch; needs the `onnx` package next to torch) instead of timing it.
 Prints one JSON line: {"framework", "model", "mode", "step_s", "times_s", "cpu_s", "img_per_s",
 "peak_rss_gb", ...} (mode knn: per-block "blocks"), timed as the MindSpore side is. The input batch is
 read from an .npy file so both frameworks see the same images.
@@ -106,12 +108,28 @@ def time_knn_blocks(net, batch: int, args) -> list[dict]:
     return out
 
 
+def export_onnx(net, images, output: str) -> dict:
+    """The original model in ONNX as a PyTorch user exports it: TorchScript exporter, opset 17, batch axis
+    dynamic."""
+    import time
+
+    import torch
+
+    net.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        torch.onnx.export(net, images, output, opset_version=17, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    return {"framework": "pytorch", "torch": torch.__version__, "export_s": time.perf_counter() - start}
+
+
 def main() -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--original", required=True, help="path of the vig_pytorch folder")
     parser.add_argument("--model", required=True, help="e.g. vig_ti_224_gelu")
     parser.add_argument("--images", required=True, help=".npy float32 (B, 3, H, W)")
-    parser.add_argument("--mode", choices=("infer", "train", "knn"), required=True)
+    parser.add_argument("--mode", choices=("infer", "train", "knn", "export_onnx"), required=True)
+    parser.add_argument("--output", help="export_onnx: the .onnx file to write")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -130,6 +148,9 @@ def main() -> None:
     if args.mode == "knn":
         print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "model": args.model, "mode": "knn",
                           "blocks": time_knn_blocks(net, images.shape[0], args)}))
+        return
+    if args.mode == "export_onnx":
+        print(json.dumps(export_onnx(net, images, args.output)))
         return
     if args.mode == "infer":
         net.eval()
