@@ -17,8 +17,14 @@ file_format ONNX); every op without a cell here is its native one. What the expo
   GELU_BOUND_PER_X * |x| = 2.5e-7 |x| (Phi within 2.5e-7).
 - `Squeeze`: exported with its axis lost (onnxruntime then rejects the next Transpose, "perm size: 3
   does not match input rank: 4"); the node maps here drop their trailing axis by a Reshape instead.
-- `L2Normalize` has no mapping either; F.normalize is x * rsqrt(max(sum x^2, eps^2)) here, one
-  broadcast Mul instead of a Div (same values as native.l2_normalize within float32 rounding).
+- `ops.gather(..., batch_dims=1)`: written as a plain ONNX Gather on axis 1, which gathers across the
+  batch; here GatherElements with the indices broadcast over the channels (gather_rows).
+- `Rsqrt` (and `L2Normalize`) have no mapping; F.normalize is x / sqrt(max(sum x^2, eps^2)) here (same
+  values as native.l2_normalize within float32 rounding).
+
+vig/deploy/onnx_file.py then rewrites the GELUs and gathers into ONNX ops onnxruntime runs faster (Erf,
+row Gather). The cells are for inference: the kNN has no stochastic dilation, MaxRelative no gradient
+path.
 """
 from __future__ import annotations
 
