@@ -2,11 +2,11 @@
 (vig/deploy/infer.py runs it), with the `onnx` package.
 
 MindSpore 2.10's `mindspore.export(..., file_format="ONNX")` cannot write a dynamic batch: an input
-`Tensor(shape=[None, 3, S, S])` is refused, so the file is exported for a fixed batch and its batch
-axis opened here with the `onnx` package: the graph input and output get a symbolic first dimension,
-the stored intermediate shapes are dropped (onnxruntime infers them), and the only ops whose constants
-hold the batch size - Expand, which broadcasts the kNN indices over the channels - broadcast from 1
-instead. Reshapes need nothing: the cells write -1 for the batch, and the exporter keeps it.
+`Tensor(shape=[None, 3, S, S])` is refused ("ValueError: Export ONNX format model not support dynamic
+shape mode."), so the file is exported for a fixed batch and its batch axis opened here with the
+`onnx` package: the graph input and output get a symbolic first dimension, the stored intermediate
+shapes are dropped (onnxruntime infers them), and the only ops whose constants hold the batch size -
+Expand, which broadcasts the kNN indices over the channels - broadcast from 1 instead. Reshapes need nothing: the cells write -1 for the batch, and the exporter keeps it.
 
 Two rewrites then replace what the exporter could only write in slow ops (vig/ops/onnx.py) by ONNX's
 own: GELU's erf polynomial (~17 elementwise passes) by Erf, which onnxruntime fuses into one Gelu
