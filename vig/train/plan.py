@@ -126,7 +126,7 @@ def time_validation(trainer: Trainer, batches: int) -> dict:
                                   trainer.ctx.world_size, split="val")
 
     start = time.perf_counter()
-    _, waits = _take(build(), 1)
+    _take(build(), 1)
     startup = time.perf_counter() - start
     forward = eval_forward(trainer.net, trainer.cfg["num_classes"])
     trainer.net.set_train(False)
