@@ -38,14 +38,6 @@ def tiny_config(tmp_path, variant):
     return load_model_config(path)
 
 
-@pytest.fixture
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
-
-
 @pytest.mark.parametrize("variant", list(TINY))
 def test_every_graph_conv_and_pyramid_exports_and_matches_native_ops(variant, tmp_path, graph_mode):
     cfg = tiny_config(tmp_path, variant)
