@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import ConfigError, coerce_to_schema, load_model_config, model_schema
 from .io import read_json
+from .summary import read_train_metrics
 
 BRANCH_PREFIX = "ablation/"
 # One value per run: every branch shares the data, the rank table and the launcher, and the file names
@@ -88,7 +89,7 @@ def branch_row(variant: str, changes: dict, folder) -> dict:
     summary = read_json(folder / "summary.json", "summary", ("parity", "accuracy"))
     profile = read_json(folder / "model" / "profile.json", "model profile", ("params", "macs", "images_per_s"))
     evaluated, deployed = summary["accuracy"][0], summary["accuracy"][1:]
-    epochs = sum(1 for line in (folder / "train" / "metrics.jsonl").read_text().splitlines() if line.strip())
+    epochs = len(read_train_metrics(folder / "train" / "metrics.jsonl"))
     return {"variant": variant, "changes": json.dumps(changes, sort_keys=True, separators=(", ", ": ")),
             "top1": evaluated["top1"], "top5": evaluated["top5"], "params": profile["params"],
             "macs": profile["macs"], "images_per_s": round(profile["images_per_s"], 1),
