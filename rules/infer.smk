@@ -47,10 +47,11 @@ rule infer:
     params:
         script=script("infer"),
         batch_size=config.get("infer", {}).get("batch_size", 16),
+        device=MODEL_CFG["device_target"],  # where a MINDIR runs (onnxruntime runs on the CPU)
     shell:
         "python {params.script} --model {input.model} --input_dir {input.bins} "
         "--output_dir {output.results} --latency {output.latency} --batch_size {params.batch_size} "
-        "--threads {threads} > {log} 2>&1"
+        "--device_target {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule postprocess:

@@ -89,6 +89,8 @@ def test_imagenet_dry_run_lists_every_step_with_the_seed_settings(tmp_path):
     seed = yaml.safe_load((REPO / "config" / "models" / "vig_s_patch16_224.yaml").read_text())
     assert (seed["epochs"], seed["batch_size"], seed["base_lr"], seed["device_target"]) == (300, 16, 0.002, "Ascend")
     assert "export/vig_s_patch16_224.mindir" in out and ".onnx" not in out  # Ascend deploys the MINDIR only
+    infer_cmd = next(line for line in out.splitlines() if "workflow_scripts/infer.py" in line)
+    assert "--device_target Ascend" in infer_cmd  # the MINDIR runs on the Ascend device, not the host CPU
 
 
 def test_mindir_only_target_builds_no_onnx(tmp_path):
