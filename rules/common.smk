@@ -18,7 +18,7 @@ from vig.config import (
     coerce_to_schema,
     load_model_config,
     model_schema,
-    training_config,
+    training_shape,
 )
 
 RUN = f"results/{config['run_name']}"
@@ -214,14 +214,10 @@ def launch_prefix():
 # training_params() and model_params() go into `params:` that no command reads: Snakemake reruns a
 # step when its params change, so these say which config keys rerun which steps.
 def training_params(branch):
-    """What shapes training: a change reruns training and everything after it. The starting weights
-    count by content (their mtime is tracked as an input too)."""
-    params = training_config(branch_config(branch))
-    if PRETRAINED:
-        from vig.weights import file_sha256
-
-        params["pretrained_sha256"] = file_sha256(PRETRAINED)
-    return params
+    """What shapes training (vig.config.training_shape, also the state's hash): a change reruns
+    training and everything after it. The starting weights count by content (their mtime is tracked
+    as an input too)."""
+    return training_shape(branch_config(branch), PRETRAINED)
 
 
 def model_params(branch):

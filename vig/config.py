@@ -229,19 +229,23 @@ def load_model_config(path: str | os.PathLike, overrides: dict | None = None) ->
     return cfg
 
 
-def training_config(cfg: dict) -> dict:
-    """The keys that shape training (all but NON_TRAINING_KEYS), sorted."""
-    return {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+def training_shape(cfg: dict, pretrained: str | os.PathLike | None) -> dict:
+    """Everything that shapes training: the keys but NON_TRAINING_KEYS, sorted, then the starting
+    weights by content (another file never resumes the state). The training hash and the train rule's
+    params are both this dict: keep its keys and their order, or running trainings restart and
+    Snakemake reruns finished ones."""
+    shape = {k: v for k, v in sorted(cfg.items()) if k not in NON_TRAINING_KEYS}
+    if pretrained:
+        from .weights import file_sha256
+
+        shape["pretrained_sha256"] = file_sha256(pretrained)
+    return shape
 
 
 def training_hash(cfg: dict) -> str:
-    """A short hash of everything that shapes training (what a resumed state must agree with)."""
-    shaping = training_config(cfg)
-    if cfg.get("pretrained"):  # the starting weights, by content: another file never resumes this state
-        from .weights import file_sha256
-
-        shaping["pretrained_sha256"] = file_sha256(cfg["pretrained"])
-    blob = json.dumps(shaping, sort_keys=True, default=str).encode()
+    """A short hash of training_shape (what a resumed state must agree with); cfg["pretrained"] is the
+    starting weights, as the CLIs set it."""
+    blob = json.dumps(training_shape(cfg, cfg.get("pretrained")), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
