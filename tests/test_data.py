@@ -308,9 +308,6 @@ def test_train_batches_are_deterministic_and_epochs_differ(jpeg_root):
         assert image_a.shape == (4, 3, 32, 32) and image_a.dtype == np.float32
         assert label_a.shape == (4, 3) and label_a.dtype == np.float32
         assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
-    resumed = _batches(build_train_dataset(jpeg_root, cfg, 4, seed=3, epoch=1, start_batch=1))
-    assert len(resumed) == 2
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first[1:], resumed))
     pure = np.float32([0.1 / 3, 0.9 + 0.1 / 3])  # smoothed one-hot values; anything else was mixed
     assert any(not np.isclose(label[..., None], pure).any(-1).all() for _, label in first)
     next_epoch = _batches(build_train_dataset(jpeg_root, cfg, 4, seed=3, epoch=2))

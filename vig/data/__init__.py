@@ -1,6 +1,6 @@
 """Data pipeline: ImageNet-format folders -> mindspore.dataset with the seed's augmentation, reproducibly.
 
-    build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0, start_batch=0)
+    build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0)
         -> {"image": (B,3,S,S) float32, "label": (B,C) float32 soft targets}; one dataset per epoch
     build_eval_dataset(root, cfg, batch_size, rank=0, world_size=1, split="val")
         -> {"image": (B,3,S,S) float32, "label": (B,) int32}; rank shards cover every image once

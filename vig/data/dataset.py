@@ -4,8 +4,7 @@ Determinism: MindSpore does no shuffling or random op here. The epoch's order co
 permutation seeded by (seed, epoch); every image's augmentation from a Generator seeded by
 (seed, epoch, image index); every batch's Mixup/CutMix from (seed, epoch, rank, batch index). A dataset
 built for the same (seed, epoch, rank, world_size) therefore yields the same batches whatever ran before
-and however many workers run it, and `start_batch` replays an epoch from its middle without decoding
-the skipped part.
+and however many workers run it (a resumed run repeats its interrupted epoch from the start).
 """
 import os
 
@@ -123,34 +122,29 @@ def _check_batching(dcfg, batch_size, rank, world_size):
     return batch_size, rank, world_size
 
 
-def _epoch_plan(split_dir, num_images, batch_size, rank, world_size, seed, epoch, start_batch):
-    """(image indices, batch index of each) for this rank's epoch from `start_batch` on."""
+def _epoch_plan(split_dir, num_images, batch_size, rank, world_size, seed, epoch):
+    """(image indices, batch index of each) for this rank's epoch."""
     order = train_shard(num_images, batch_size, rank, world_size, seed, epoch)
     num_batches = len(order) // batch_size
     if num_batches == 0:
         raise ValueError(f"{split_dir} has {num_images} images: with world_size = {world_size} each rank gets "
                          f"{num_images // world_size}, less than one batch of batch_size = {batch_size}")
-    if start_batch >= num_batches:
-        raise ValueError(f"start_batch = {start_batch}: the epoch has only {num_batches} batches on this rank")
-    first = start_batch * batch_size
-    return order[first:], np.arange(first, len(order)) // batch_size
+    return order, np.arange(len(order)) // batch_size
 
 
-def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0, start_batch=0):
+def build_train_dataset(root, cfg, batch_size, rank=0, world_size=1, seed=0, epoch=0):
     """Rank `rank`'s training batches of one epoch from `<root>/train`: {"image": (B,3,S,S) float32,
     "label": (B, num_classes) float32 soft targets (smoothed one-hot, Mixup/CutMix-mixed when on)}.
 
-    Build one dataset per epoch and iterate it once. `start_batch` skips the first batches of the epoch;
-    the batches that follow are identical to those of a full run (the trainer resumes whole epochs).
+    Build one dataset per epoch and iterate it once (the trainer resumes whole epochs).
     """
     dcfg = data_config(cfg)
     batch_size, rank, world_size = _check_batching(dcfg, batch_size, rank, world_size)
     seed, epoch = _check_int("seed", seed, 0), _check_int("epoch", epoch, 0)
-    start_batch = _check_int("start_batch", start_batch, 0)
     split_dir = os.path.join(os.fspath(root), "train")
     names, paths, labels = list_images(split_dir)
     _check_classes(split_dir, names, dcfg)
-    order, batch_ids = _epoch_plan(split_dir, len(paths), batch_size, rank, world_size, seed, epoch, start_batch)
+    order, batch_ids = _epoch_plan(split_dir, len(paths), batch_size, rank, world_size, seed, epoch)
     workers = effective_workers(dcfg["num_parallel_workers"])
     print(f"[data] train {split_dir}: {len(paths)} images, {len(names)} classes; epoch {epoch} random seed {seed} "
           f"rank {rank}/{world_size}: batches {batch_ids[0]}..{batch_ids[-1]} of {batch_size}, {workers} workers",
