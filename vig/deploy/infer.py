@@ -96,13 +96,18 @@ def open_mindir(path: Path, threads: int | None = None) -> Runner:
     return Runner(forward, "MINDIR", f"mindspore {ms.__version__} nn.GraphCell ({ms.get_context('device_target')})")
 
 
-def open_onnx(path: Path, threads: int | None = None) -> Runner:
-    """An onnxruntime session on the CPU with `threads` intra-op threads (default: the cores available)."""
+def open_onnx(path: Path, threads: int | None = None, spinning: bool = True) -> Runner:
+    """An onnxruntime session on the CPU with `threads` intra-op threads (default: the cores available).
+
+    `spinning=False` makes idle pool threads sleep instead of spin-waiting for work: for several sessions
+    in one process, where one session's spinning threads would take the cores from the one running."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1  # one graph at a time: all threads go to the ops
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own (pybind) exception types
