@@ -19,12 +19,12 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run, set_device  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
+from vig.deploy.cli import set_device  # noqa: E402
 from vig.io import write_json  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--model", "--mindir", dest="model", required=True, metavar="PATH",
                         help="exported model, .mindir or .onnx (dynamic or matching batch)")
@@ -45,19 +45,21 @@ def main(argv=None) -> int:
     if args.batch_size < 1 or any(n is not None and n < 1 for n in (args.image_size, args.threads)):
         parser.error("--batch_size, --image_size and --threads must be >= 1")
 
-    def infer():
-        from vig.deploy.infer import run_inference
+    from vig.deploy.infer import run_inference
 
-        if Path(args.model).suffix.lower() == ".mindir":  # onnxruntime needs no MindSpore device
-            set_device({"device_target": args.device_target}, threads=args.threads)
-        stats = run_inference(args.model, args.input_dir, args.output_dir, args.batch_size, args.image_size,
-                              args.progress_every, threads=args.threads)
-        write_json(args.latency, stats)
-        print(f"[infer] {stats['images']} images: mean {stats['mean_ms']:.2f} ms, p50 {stats['p50_ms']:.2f} ms, "
-              f"p90 {stats['p90_ms']:.2f} ms per image; {stats['throughput_images_per_s']:.1f} images/s "
-              f"-> {args.latency}")
+    if Path(args.model).suffix.lower() == ".mindir":  # onnxruntime needs no MindSpore device
+        set_device({"device_target": args.device_target}, threads=args.threads)
+    stats = run_inference(args.model, args.input_dir, args.output_dir, args.batch_size, args.image_size,
+                          args.progress_every, threads=args.threads)
+    write_json(args.latency, stats)
+    print(f"[infer] {stats['images']} images: mean {stats['mean_ms']:.2f} ms, p50 {stats['p50_ms']:.2f} ms, "
+          f"p90 {stats['p90_ms']:.2f} ms per image; {stats['throughput_images_per_s']:.1f} images/s "
+          f"-> {args.latency}")
 
-    return run(infer, "infer.py")
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="infer.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

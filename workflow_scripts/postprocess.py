@@ -13,14 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.deploy.postprocess import print_seed_form, score  # noqa: E402
 from vig.predictions import write_predictions  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--result_dir", default="./result_Files", help="folder of <stem>_0.bin logits")
     parser.add_argument("--labels", default="./preprocess_Result/imagenet_label.json",
@@ -31,14 +30,16 @@ def main(argv=None) -> int:
                         help="also write every image's top-5 classes and logits (for the parity gate)")
     args = parser.parse_args(argv)
 
-    def postprocess():
-        result, per_image = score(args.result_dir, args.labels)
-        print_seed_form(result)
-        if args.predictions:
-            write_predictions(args.predictions, f"deployed model's {args.result_dir}", per_image)
-        write_json(args.output, result)
+    result, per_image = score(args.result_dir, args.labels)
+    print_seed_form(result)
+    if args.predictions:
+        write_predictions(args.predictions, f"deployed model's {args.result_dir}", per_image)
+    write_json(args.output, result)
 
-    return run(postprocess, "postprocess.py")
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="postprocess.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.demo_data import build_demo_dataset  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--output", required=True,
                         help="dataset root to create: OUTPUT/train/<digit>/*.JPEG and OUTPUT/val/<digit>/*.JPEG "
@@ -23,10 +22,12 @@ def main(argv=None) -> int:
                         help="share of each class put in val, stratified (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
     args = parser.parse_args(argv)
-    def build() -> None:  # its summary is printed, not an exit status
-        build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed)
+    build_demo_dataset(args.output, args.image_size, args.val_fraction, args.seed)
 
-    return run(build, "prepare_demo_dataset.py")
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="prepare_demo_dataset.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from pathlib import Path
 os.environ.setdefault("GLOG_v", "3")  # before MindSpore is imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.config import add_config_arguments, config_from_args  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     add_config_arguments(parser)
     parser.add_argument("--data_url", required=True, metavar="DIR", help="dataset root holding SPLIT/<class>/*")
@@ -32,13 +31,15 @@ def main(argv=None) -> int:
     parser.add_argument("--progress_every", type=int, default=1000, help="progress line every N images")
     args = parser.parse_args(argv)
 
-    def preprocess():
-        from vig.deploy.preprocess import preprocess_split
+    from vig.deploy.preprocess import preprocess_split
 
-        cfg = config_from_args(args)
-        preprocess_split(cfg, args.data_url, args.split, args.output_dir, args.labels, args.progress_every)
+    cfg = config_from_args(args)
+    preprocess_split(cfg, args.data_url, args.split, args.output_dir, args.labels, args.progress_every)
 
-    return run(preprocess, "preprocess_310.py")
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="preprocess_310.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -15,18 +15,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.report import KINDS, plot  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--kind", required=True, choices=sorted(KINDS), help="which picture")
     parser.add_argument("--inputs", required=True, nargs="+", metavar="FILE", help="the files it is drawn from")
     parser.add_argument("--output", required=True, metavar="PNG", help="picture to write (atomically)")
     args = parser.parse_args(argv)
-    return run(lambda: print(f"[report] {args.kind} -> {plot(args.kind, args.inputs, args.output)}"), "report_plots.py")
+    print(f"[report] {args.kind} -> {plot(args.kind, args.inputs, args.output)}")
+
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="report_plots.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.summary import DeployedTarget, ParityError, build_summary, format_table  # noqa: E402
 from vig.weights import describe  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--eval", required=True, metavar="JSON", help="evaluation metrics (eval/metrics.json)")
     parser.add_argument("--eval_predictions", required=True, metavar="JSON",
@@ -43,25 +42,27 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, metavar="JSON", help="summary file to write")
     args = parser.parse_args(argv)
 
-    def summarise():
-        targets = [DeployedTarget(*target) for target in args.deployed]
-        summary = build_summary(args.eval, args.eval_predictions, targets, args.train_metrics)
-        if args.weights:
-            summary["weights"] = {**describe(args.weights), "origin": args.weights_origin}
-            print(f"weights: {args.weights} (sha256 {summary['weights']['sha256']}, {args.weights_origin})")
-        if args.pretrained:
-            summary["pretrained"] = describe(args.pretrained)
-            print(f"training started from {args.pretrained} (sha256 {summary['pretrained']['sha256']})")
-        print(format_table(summary["accuracy"]))
-        for name, images in summary["images_compared"].items():
-            print(f"{name}: all {images} images have the evaluation's label, top-1 class and top-5 classes")
-        for name, lat in summary["latency"].items():
-            print(f"{name} latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 "
-                  f"{lat['p90_ms']:.2f} (batch {lat['batch_size']}, {lat['images']} images; {lat['runtime']})")
-        print(f"parity gate: passed ({', '.join(summary['images_compared'])} == evaluation on the same images)")
-        write_json(args.output, summary)
+    targets = [DeployedTarget(*target) for target in args.deployed]
+    summary = build_summary(args.eval, args.eval_predictions, targets, args.train_metrics)
+    if args.weights:
+        summary["weights"] = {**describe(args.weights), "origin": args.weights_origin}
+        print(f"weights: {args.weights} (sha256 {summary['weights']['sha256']}, {args.weights_origin})")
+    if args.pretrained:
+        summary["pretrained"] = describe(args.pretrained)
+        print(f"training started from {args.pretrained} (sha256 {summary['pretrained']['sha256']})")
+    print(format_table(summary["accuracy"]))
+    for name, images in summary["images_compared"].items():
+        print(f"{name}: all {images} images have the evaluation's label, top-1 class and top-5 classes")
+    for name, lat in summary["latency"].items():
+        print(f"{name} latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 "
+              f"{lat['p90_ms']:.2f} (batch {lat['batch_size']}, {lat['images']} images; {lat['runtime']})")
+    print(f"parity gate: passed ({', '.join(summary['images_compared'])} == evaluation on the same images)")
+    write_json(args.output, summary)
 
-    return run(summarise, "summary.py", failures=(ParityError,))
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="summary.py", bad_input=(ValueError, FileNotFoundError),
+                   failures=(ParityError,))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a plain clone
 
-from vig.cli import Parser  # noqa: E402
-from vig.deploy.cli import run  # noqa: E402
+from vig.cli import Parser, run_cli  # noqa: E402
 from vig.io import write_json  # noqa: E402
 from vig.verify import DatasetError, verify_dataset  # noqa: E402
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> None:
     parser = Parser(description=__doc__)
     parser.add_argument("--data_url", required=True, help="dataset root holding <split>/<class>/<image files>")
     parser.add_argument("--output", required=True, help="manifest JSON to write (only if every check passes)")
@@ -35,13 +34,15 @@ def main(argv=None) -> int:
     if args.workers < 1 or args.progress_every < 1:
         parser.error("--workers and --progress_every must be >= 1")
 
-    def verify():
-        manifest = verify_dataset(args.data_url, args.splits, args.workers, args.full_decode, args.progress_every)
-        write_json(args.output, manifest)
-        counts = ", ".join(f"{s} {c['total']}" for s, c in manifest["counts"].items())
-        print(f"[verify] OK: {manifest['num_classes']} classes, {counts} images -> {args.output}")
+    manifest = verify_dataset(args.data_url, args.splits, args.workers, args.full_decode, args.progress_every)
+    write_json(args.output, manifest)
+    counts = ", ".join(f"{s} {c['total']}" for s, c in manifest["counts"].items())
+    print(f"[verify] OK: {manifest['num_classes']} classes, {counts} images -> {args.output}")
 
-    return run(verify, "verify_dataset.py", bad_input=(DatasetError, ValueError, FileNotFoundError))
+
+def main(argv=None) -> int:
+    return run_cli(run, argv, prog="verify_dataset.py", bad_input=(DatasetError, ValueError, FileNotFoundError),
+                   failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

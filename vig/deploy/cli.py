@@ -1,7 +1,5 @@
-"""Shared pieces of the deployment CLIs (workflow_scripts/*.py): the device and the error exit."""
+"""The device of the deployment CLIs (workflow_scripts/*.py), set before any network is built."""
 from __future__ import annotations
-
-from ..cli import run_cli
 
 
 def set_device(cfg: dict, graph_mode: bool = True, threads: int | None = None) -> None:
@@ -22,12 +20,3 @@ def set_device(cfg: dict, graph_mode: bool = True, threads: int | None = None) -
     if graph_mode:
         ms.set_context(mode=ms.GRAPH_MODE)
 
-
-def run(work, prog: str, bad_input=(ValueError, FileNotFoundError), failures=(RuntimeError,)) -> int:
-    """Call work() under the CLIs' one convention (vig.cli): bad input exits 2, a failed run 1, both as
-    one 'prog: error: ...' line. Returns the exit status."""
-    def call(_argv) -> int:
-        work()  # what it returns (a summary, a path) is no exit status
-        return 0
-
-    return run_cli(call, prog=prog, bad_input=bad_input, failures=failures)
