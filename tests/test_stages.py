@@ -13,7 +13,7 @@ from vig.demo_data import CLASS_NAMES, build_demo_dataset, stratified_split
 from vig.deploy.postprocess import accuracy, print_seed_form
 from vig.report import plot
 from vig.predictions import records, top_k
-from vig.summary import DeployedTarget, ParityError, build_summary, check_images
+from vig.summary import DeployedTarget, ParityError, build_summary, check_images, within_tolerance
 from vig.verify import DatasetError, verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -412,6 +412,93 @@ def test_parity_gate_catches_two_swapped_predictions_with_equal_counts(run_files
     # each row: the image's label eval/deployed, the eval's top-3 and margin, the deployed's, what differs
     assert (rows[0][-6], rows[0][-2]) == (margins[0], margins[1]) and (rows[1][-6], rows[1][-2]) == tuple(margins[::-1])
     assert not (tmp_path / "summary.json").exists()
+
+
+def with_sensitivity(path, sensitivity):
+    """The evaluation's predictions file as evaluate.py writes it: with the model's rounding sensitivity."""
+    return write_json(path, dict(json.loads(path.read_text()), rounding_sensitivity=sensitivity))
+
+
+def near_tie(record, tolerance):
+    """The record with its top two classes swapped, their logits `tolerance` apart the other way round."""
+    (first, second), (high, _) = record["top"][:2], record["logits"][:2]
+    return dict(record, top=[second, first] + record["top"][2:], logits=[high, high - tolerance] + record["logits"][2:])
+
+
+def test_parity_gate_lets_a_near_tie_within_twice_the_rounding_sensitivity_pass_and_names_it(run_files, tmp_path,
+                                                                                            capsys):
+    """The top-1 of b1 (label 1, predicted 1) flips to class 0 in the deployed model, its two logits within
+    the tolerance on both sides: it passes as a near-tie, is listed, and the deployed top-1 count is one
+    lower - exactly what the near-tie changes."""
+    with_sensitivity(run_files["eval_predictions"], 0.05)  # tolerance 0.1 (the logits are ~3, 1e-4 of them less)
+    evaluated = {r["image"]: r for r in json.loads(run_files["eval_predictions"].read_text())["images"]}
+    tied = dict(evaluated["b1"], logits=[evaluated["b1"]["logits"][0], evaluated["b1"]["logits"][0] - 0.08]
+                + evaluated["b1"]["logits"][2:])
+    write_json(run_files["eval_predictions"], dict(json.loads(run_files["eval_predictions"].read_text()),
+                                                   images=[tied if r["image"] == "b1" else r for r in evaluated.values()]))
+    deployed = [near_tie(tied, 0.07) if r["image"] == "b1" else r for r in evaluated.values()]
+    write_json(run_files["infer_predictions"], {"source": "test", "k": 3, "images": deployed})
+    write_json(run_files["infer"], {"top1": 0.625, "top5": 1.0, "num_images": 8, "correct_top1": 5, "correct_top5": 8})
+    load_script("summary").main(summary_args(run_files, tmp_path / "summary.json"))
+    out = capsys.readouterr().out
+    assert "MINDIR: 7 of 8 images have the evaluation's label, top-1 class and top-5 classes; 1 differ only by a " \
+           "near-tie within 0.1 (twice the model's rounding sensitivity): b1" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["near_ties"] == {"MINDIR": ["b1"]} and summary["near_tie_tolerance"] == pytest.approx(0.1)
+    assert [r["correct_top1"] for r in summary["accuracy"]] == [6, 5]
+    # the same flip with the evaluation's margin beyond the tolerance is a real difference
+    (tmp_path / "summary.json").unlink()
+    write_json(run_files["infer_predictions"], {"source": "test", "k": 3, "images": [
+        near_tie(evaluated["b1"], 0.07) if r["image"] == "b1" else r for r in evaluated.values()]})
+    write_json(run_files["eval_predictions"], dict(json.loads(run_files["eval_predictions"].read_text()),
+                                                   images=list(evaluated.values())))
+    assert evaluated["b1"]["logits"][0] - evaluated["b1"]["logits"][1] > 0.2  # far from a tie
+    assert load_script("summary").main(summary_args(run_files, tmp_path / "summary.json")) == 1
+    err = capsys.readouterr().err
+    assert "1 of 8 images differ" in err and "more than the near-tie tolerance 0.1" in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_parity_gate_near_ties_must_account_for_the_whole_count_difference(run_files, tmp_path, capsys):
+    """No image differs, so a deployed top-1 count one lower cannot come from a near-tie: the gate fails."""
+    with_sensitivity(run_files["eval_predictions"], 0.05)
+    write_json(run_files["infer"], {"top1": 0.625, "top5": 1.0, "num_images": 8, "correct_top1": 5, "correct_top5": 8})
+    assert load_script("summary").main(summary_args(run_files, tmp_path / "summary.json")) == 1
+    assert "correct_top1: eval 6 vs deployed 5" in capsys.readouterr().err
+
+
+def test_within_tolerance_judges_classes_one_side_lists_against_the_others_kth_logit():
+    ours = {"top": [3, 1, 4], "logits": [5.0, 4.0, 3.0]}
+    assert within_tolerance(ours, ours, 0.0)
+    # class 2 replaces 4 at the bottom of the deployed top-3, 0.01 above where 4 was: a tie at the boundary
+    assert within_tolerance(ours, {"top": [3, 1, 2], "logits": [5.0, 4.0, 3.01]}, 0.02)
+    assert not within_tolerance(ours, {"top": [3, 1, 2], "logits": [5.0, 4.0, 3.01]}, 0.005)
+    # class 2 enters the deployed top-3 at 3.5: the evaluation scored it below its 3.0, 0.5 away at least
+    assert not within_tolerance(ours, {"top": [3, 1, 2], "logits": [5.0, 4.0, 3.5]}, 0.1)
+    # a class both list, moved by more than the tolerance, with the same decisions
+    assert not within_tolerance(ours, {"top": [3, 1, 4], "logits": [5.0, 4.0, 2.7]}, 0.1)
+
+
+def test_evaluation_measures_how_far_rounding_moves_its_logits():
+    """rounding_sensitivity runs the forward on one-rounding-step nudges of the batch: a forward that scales
+    its input by 1e6 moves by ~1e6 * 2^-23 * |x|; one that ignores its input does not move at all."""
+    from mindspore import Tensor
+
+    from vig.train.evaluate import rounding_sensitivity
+
+    x = np.full((2, 3), 4.0, np.float32)
+    labels = np.zeros(2, np.int32)
+
+    def scaled(images, _labels):
+        values = images.asnumpy().astype(np.float64) * 1e6  # float64: the move is below a float32 ulp of 4e6
+        return None, Tensor(values), None
+
+    def constant(images, _labels):
+        return None, Tensor(np.ones((2, 3), np.float32)), None
+
+    moved = rounding_sensitivity(scaled, x, labels, x * 1e6, 2)
+    assert moved == pytest.approx(4.0 * 1e6 * 2.0 ** -23, rel=0.01)
+    assert rounding_sensitivity(constant, x, labels, np.ones((2, 3), np.float32), 2) == 0.0
 
 
 def test_parity_gate_catches_two_swapped_labels(run_files):

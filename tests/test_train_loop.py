@@ -210,7 +210,10 @@ def test_tiny_vig_learns_digits_and_evaluate_agrees(tmp_path):
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 60 and np.trace(matrix) == round(report["top1"] * 60)
     assert report["per_class_accuracy"]["3"] == matrix[3, 3] / matrix[3].sum()
-    per_image = json.loads((out / "predictions.json").read_text())["images"]  # the same predictions, per image
+    written = json.loads((out / "predictions.json").read_text())
+    per_image = written["images"]  # the same predictions, per image
+    # the parity gate's yardstick: how far one rounding step of the first batch moved its top-5 logits
+    assert 0 <= written["rounding_sensitivity"] < 1 and "rounding_sensitivity" not in report
     assert [r["image"] for r in per_image] == [p.stem for p in sorted((data / "val").glob("*/*"))]
     assert [int(p.parent.name) for p in sorted((data / "val").glob("*/*"))] == [r["label"] for r in per_image]
     from_images = np.zeros((10, 10), int)

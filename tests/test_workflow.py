@@ -156,6 +156,11 @@ def test_every_step_produces_its_outputs(finished_run):
     assert np.asarray(evaluation["confusion_matrix"]).sum() == evaluation["num_images"]
     summary = read_json(finished_run / "summary.json")
     assert summary["parity"] == "passed" and summary["images_compared"] == {"MINDIR": 359, "ONNX": 359}
+    sensitivity = read_json(finished_run / "eval" / "predictions.json")["rounding_sensitivity"]
+    scale = max(abs(v) for r in read_json(finished_run / "eval" / "predictions.json")["images"] for v in r["logits"])
+    assert summary["rounding_sensitivity"] == sensitivity >= 0
+    assert summary["near_tie_tolerance"] == max(2 * sensitivity, 1e-4 * scale)
+    assert set(summary["near_ties"]) == {"MINDIR", "ONNX"}
     eval_row, *deployed_rows = summary["accuracy"]
     assert [row["model"] for row in deployed_rows] == ["deployed (MINDIR)", "deployed (ONNX)"]
     evaluated = read_json(finished_run / "eval" / "predictions.json")["images"]

@@ -7,7 +7,10 @@ One JSON file per producer (evaluate.py --predictions, postprocess.py --predicti
 
 `image` is the file stem, the key of the 310 chain (`<stem>.bin`, `result_Files/<stem>_0.bin`); `top` are
 the k highest-scoring classes, best first, and `logits` their logits, so `logits[0] - logits[1]` is the
-top-1 margin that tells a near-tie from a real disagreement. k = min(5, number of classes).
+top-1 margin that tells a near-tie from a real disagreement. k = min(5, number of classes). The
+evaluation's file also holds "rounding_sensitivity": how far the model's top-k logits moved when its
+first batch's input values changed by one float32 rounding step (rounding_nudges), the yardstick of
+the parity gate's near-ties (vig/summary.py).
 Importing this module does not import MindSpore.
 """
 from __future__ import annotations
@@ -29,6 +32,16 @@ def top_k(logits: np.ndarray, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(logits, order, axis=1)
 
 
+def rounding_nudges(x: np.ndarray, trials: int = 3, seed: int = 0):
+    """`trials` copies of `x` with every value moved by one float32 rounding step (2^-23 relative, random
+    sign): inputs a correct model must treat as the same image. ViG's kNN is discontinuous (a neighbour
+    whose distance ties another's to ~1e-7 flips with any change of rounding, and with it a feature), so
+    how far such inputs move the logits is how far another runtime's rounding may move them."""
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        yield (x * (1 + rng.choice([-1.0, 1.0], x.shape) * 2.0 ** -23)).astype(np.float32)
+
+
 def records(images, labels, top_classes, top_logits) -> list[dict]:
     """One record per image, in the given order."""
     return [{"image": str(image), "label": int(label), "top": [int(c) for c in top],
@@ -36,13 +49,16 @@ def records(images, labels, top_classes, top_logits) -> list[dict]:
             for image, label, top, values in zip(images, labels, top_classes, top_logits)]
 
 
-def write_predictions(path: str | os.PathLike, source: str, image_records: list[dict]) -> None:
+def write_predictions(path: str | os.PathLike, source: str, image_records: list[dict],
+                      rounding_sensitivity: float | None = None) -> None:
     k = len(image_records[0]["top"]) if image_records else 0
-    write_json(path, {"source": source, "k": k, "images": image_records})
+    extra = {} if rounding_sensitivity is None else {"rounding_sensitivity": float(rounding_sensitivity)}
+    write_json(path, {"source": source, "k": k, **extra, "images": image_records})
 
 
-def read_predictions(path: str | os.PathLike, what: str) -> dict[str, dict]:
-    """{image: record} in file order; a malformed record or a repeated image names the file and the image."""
+def read_predictions(path: str | os.PathLike, what: str) -> tuple[dict[str, dict], float | None]:
+    """({image: record} in file order, the file's rounding_sensitivity or None); a malformed record or a
+    repeated image names the file and the image."""
     raw = read_json(path, what, ("k", "images"))
     found, problems = {}, []
     for number, record in enumerate(raw["images"]):
@@ -59,9 +75,12 @@ def read_predictions(path: str | os.PathLike, what: str) -> dict[str, dict]:
             found[record["image"]] = record
         if len(problems) >= 10:
             break
+    sensitivity = raw.get("rounding_sensitivity")
+    if sensitivity is not None and not (isinstance(sensitivity, (int, float)) and sensitivity >= 0):
+        problems.append(f"rounding_sensitivity = {sensitivity!r}: expected a number >= 0")
     if problems:
         raise ValueError(f"{Path(path)}: bad {what}:\n  " + "\n  ".join(problems))
-    return found
+    return found, sensitivity
 
 
 def margin(record: dict) -> float | None:

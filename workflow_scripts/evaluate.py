@@ -68,9 +68,11 @@ def run(argv=None) -> int:
     print(f"[eval] {args.split}: top1 {report['top1']:.4f} top5 {report['top5']:.4f} loss {report['loss']:.4f} "
           f"over {report['num_images']} images", flush=True)
     predictions = report.pop("predictions", None)
+    sensitivity = report.pop("rounding_sensitivity", None)
     if ctx.rank == 0:
         if predictions is not None:
-            write_predictions(args.predictions, f"evaluation of {weights} on {args.split}", predictions)
+            write_predictions(args.predictions, f"evaluation of {weights} on {args.split}", predictions,
+                              rounding_sensitivity=sensitivity)
         if args.output:
             write_json(args.output, report)
         else:

@@ -62,13 +62,11 @@ def rounding_sensitivity(net, x: np.ndarray, trials: int = 3, seed: int = 0) -> 
     another order) flips such neighbours too, so its logits may differ by this much from a correct graph."""
     import mindspore as ms
 
-    rng = np.random.default_rng(seed)
+    from ..predictions import rounding_nudges
+
     base = _eager_forward(net, ms.Tensor(x))
-    moved = 0.0
-    for _ in range(trials):
-        nudged = (x * (1 + rng.choice([-1.0, 1.0], x.shape) * 2.0 ** -23)).astype(np.float32)
-        moved = max(moved, float(np.abs(_eager_forward(net, ms.Tensor(nudged)) - base).max()))
-    return moved
+    return max(float(np.abs(_eager_forward(net, ms.Tensor(nudged)) - base).max())
+               for nudged in rounding_nudges(x, trials, seed))
 
 
 def check_dynamic_batch(net, path: str | os.PathLike, image_size: int, batch_sizes=(2, 1), seed: int = 0,

@@ -44,7 +44,9 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
     """Run `net` (eval mode) over `dataset` ("image", "label" int32); every short batch is padded to
     `batch_size` so graph mode compiles once. Returns top1, top5, loss, num_images, per_class_correct,
     per_class_total, confusion (numpy, summed over ranks); with `keep_predictions` also this rank's
-    top_classes and top_logits, (images, k) in dataset order. Pass the same `forward`
+    top_classes and top_logits, (images, k) in dataset order, and rounding_sensitivity: the largest
+    change of a top-k logit of the first batch under rounding_nudges (three more forward calls of that
+    batch; rank 0's on several ranks), the parity gate's yardstick. Pass the same `forward`
     (`eval_forward(net, num_classes)`) every epoch to compile the eval graph only once."""
     net.set_train(False)
     forward = forward if forward is not None else eval_forward(net, num_classes)
@@ -65,6 +67,8 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
         if keep_predictions:
             kept_classes.append(top)
             kept_logits.append(values.asnumpy()[:n])
+            if step == 1:
+                sensitivity = rounding_sensitivity(forward, images, labels_in, kept_logits[0], n)
         np.add.at(confusion, (labels, top[:, 0]), 1)
         top5_correct += float((top == labels[:, None]).any(1).sum())
         loss_sum += float(losses.sum())
@@ -85,7 +89,19 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
         k = min(5, num_classes)
         result["top_classes"] = np.concatenate(kept_classes) if kept_classes else np.zeros((0, k), np.int64)
         result["top_logits"] = np.concatenate(kept_logits) if kept_logits else np.zeros((0, k), np.float32)
+        result["rounding_sensitivity"] = sensitivity if kept_logits else 0.0
     return result
+
+
+def rounding_sensitivity(forward, images: np.ndarray, labels: np.ndarray, top_logits: np.ndarray, n: int) -> float:
+    """How far the sorted top-k logits of the batch's first `n` images move under rounding_nudges."""
+    from ..predictions import rounding_nudges
+
+    moved = 0.0
+    for nudged in rounding_nudges(images):
+        _, values, _ = forward(Tensor(nudged), Tensor(labels.astype(np.int32)))
+        moved = max(moved, float(np.abs(values.asnumpy()[:n] - top_logits).max()))
+    return moved
 
 
 def gather_predictions(result: dict, shard: np.ndarray, num_images: int, distributed: bool):
@@ -128,4 +144,5 @@ def run_evaluation(cfg: dict, checkpoint: str, data_url: str, split: str, batch_
         top, logits = gather_predictions(result, shard, len(paths), ctx.distributed)
         stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
         report["predictions"] = records(stems, labels, top, logits)
+        report["rounding_sensitivity"] = result["rounding_sensitivity"]
     return report
