@@ -318,6 +318,12 @@ def variant_args():
     return " ".join(shlex.quote(a) for a in args)
 
 
+def parity_tolerance_arg():
+    """summary.py --near_tie_tolerance when deploy.parity_tolerance is set (default: the measured one)."""
+    tolerance = config.get("deploy", {}).get("parity_tolerance")
+    return "" if tolerance is None else f"--near_tie_tolerance {tolerance}"
+
+
 def deployed_args(branch):
     """summary.py --deployed NAME ACCURACY PREDICTIONS LATENCY, once per deploy target (called by the
     summary rule, once the infer rules exist)."""

@@ -24,9 +24,11 @@ rule summary:
         script=script("summary"),
         origin=per_branch(summary_origin),
         deployed=per_branch(deployed_args),
+        tolerance=parity_tolerance_arg(),
     shell:
         "python {params.script} --eval {input.eval} --eval_predictions {input.eval_predictions} "
-        "{params.deployed} --weights {input.weights:q} {params.origin} --output {output} > {log} 2>&1"
+        "{params.deployed} --weights {input.weights:q} {params.origin} {params.tolerance} "
+        "--output {output} > {log} 2>&1"
 
 
 # The report's pictures: one rule per picture, each drawn by report_plots.py --kind from its inputs;

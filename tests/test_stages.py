@@ -13,7 +13,8 @@ from vig.demo_data import CLASS_NAMES, build_demo_dataset, stratified_split
 from vig.deploy.postprocess import accuracy, print_seed_form
 from vig.report import plot
 from vig.predictions import records, top_k
-from vig.summary import DeployedTarget, ParityError, build_summary, check_images, within_tolerance
+from vig.summary import (DeployedTarget, ParityError, build_summary, check_images, needed_tolerance,
+                         within_tolerance)
 from vig.verify import DatasetError, verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,8 +410,12 @@ def test_parity_gate_catches_two_swapped_predictions_with_equal_counts(run_files
     margins = [f"({evaluated[i]['logits'][0] - evaluated[i]['logits'][1]:.4g})" for i in ("b0", "b1")]
     rows = [line.split() for line in err.splitlines() if line.strip().startswith(("b0", "b1"))]
     assert [row[0] for row in rows] == ["b0", "b1"] and all(row[1] == "1/1" and row[-1] == "top-1" for row in rows)
-    # each row: the image's label eval/deployed, the eval's top-3 and margin, the deployed's, what differs
-    assert (rows[0][-6], rows[0][-2]) == (margins[0], margins[1]) and (rows[1][-6], rows[1][-2]) == tuple(margins[::-1])
+    # each row: the image's label eval/deployed, the eval's top-3 and margin, the deployed's, the near-tie
+    # tolerance that would pass it, what differs
+    assert (rows[0][-7], rows[0][-3]) == (margins[0], margins[1]) and (rows[1][-7], rows[1][-3]) == tuple(margins[::-1])
+    deployed_b0 = {r["image"]: r for r in json.loads(run_files["infer_predictions"].read_text())["images"]}["b0"]
+    needs = needed_tolerance(evaluated["b0"], deployed_b0)
+    assert float(rows[0][-2]) == pytest.approx(needs, rel=1e-3) and needs > 1  # far from a near-tie
     assert not (tmp_path / "summary.json").exists()
 
 
@@ -455,8 +460,18 @@ def test_parity_gate_lets_a_near_tie_within_twice_the_rounding_sensitivity_pass_
     assert evaluated["b1"]["logits"][0] - evaluated["b1"]["logits"][1] > 0.2  # far from a tie
     assert load_script("summary").main(summary_args(run_files, tmp_path / "summary.json")) == 1
     err = capsys.readouterr().err
-    assert "1 of 8 images differ" in err and "more than the near-tie tolerance 0.1" in err
+    assert "1 of 8 images differ" in err and "these need more than the near-tie tolerance 0.1" in err
     assert not (tmp_path / "summary.json").exists()
+    # deploy.parity_tolerance (summary.py --near_tie_tolerance) set above what the image needs passes it
+    needs = needed_tolerance(evaluated["b1"], near_tie(evaluated["b1"], 0.07))
+    argv = summary_args(run_files, tmp_path / "summary.json")
+    assert load_script("summary").main(argv + ["--near_tie_tolerance", str(needs * 0.99)]) == 1
+    load_script("summary").main(argv + ["--near_tie_tolerance", str(needs * 1.01)])
+    assert json.loads((tmp_path / "summary.json").read_text())["near_ties"] == {"MINDIR": ["b1"]}
+    with pytest.raises(SystemExit) as refused:
+        load_script("summary").main(argv + ["--near_tie_tolerance", "-1"])
+    assert refused.value.code == 2
+    assert "--near_tie_tolerance -1.0: expected a number >= 0" in capsys.readouterr().err
 
 
 def test_parity_gate_near_ties_must_account_for_the_whole_count_difference(run_files, tmp_path, capsys):

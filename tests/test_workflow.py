@@ -93,6 +93,15 @@ def test_imagenet_dry_run_lists_every_step_with_the_seed_settings(tmp_path):
     assert "--device_target Ascend" in infer_cmd  # the MINDIR runs on the Ascend device, not the host CPU
 
 
+def test_parity_tolerance_reaches_the_gate_only_when_set(tmp_path):
+    def summary_command(*config):
+        out = snakemake(tmp_path, "-n", "-p", "--cores", "2", *config).stdout
+        return next(line for line in out.splitlines() if "workflow_scripts/summary.py" in line)
+
+    assert "--near_tie_tolerance" not in summary_command()  # default: the evaluation's measured tolerance
+    assert "--near_tie_tolerance 0.05 " in summary_command("--config", 'deploy={"parity_tolerance": 0.05}')
+
+
 def test_mindir_only_target_builds_no_onnx(tmp_path):
     out = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", 'deploy={"targets": ["mindir"]}').stdout
     assert "onnx" not in out.lower(), [line for line in out.splitlines() if "onnx" in line.lower()]
@@ -131,6 +140,7 @@ def test_multi_node_training_starts_one_launcher_per_node(tmp_path):
     ("run_name=a/b", "run_name"),
     ('infer={"batch_size": 0}', "batch_size"),
     ('deploy={"targets": ["mindir", "tflite"]}', "'tflite' is not one of ['mindir', 'onnx']"),
+    ('deploy={"parity_tolerance": -1}', "On instance['deploy']['parity_tolerance']"),
 ])
 def test_config_error_stops_the_run_before_any_job(tmp_path, override, message):
     proc = snakemake(tmp_path, "--cores", "1", "--config", override, check=False)

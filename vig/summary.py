@@ -16,7 +16,9 @@ rounding) and at least 1e-4 of the largest logit: every class both list within t
 class one side lists no more than the tolerance above the other side's k-th logit. Near-ties are
 counted and named in the summary, and the correct counts may then differ by exactly what those images
 change. An evaluation file without a sensitivity (older runs) gets the exact gate. A deployed model that
-computes something else moves the logits of its differing images by far more than that.
+computes something else moves the logits of its differing images by far more than that. The sampled
+sensitivity can miss the largest flips of a big validation set: a failed gate lists what tolerance each
+differing image needs, and deploy.parity_tolerance (summary.py --near_tie_tolerance) sets it explicitly.
 """
 from __future__ import annotations
 
@@ -153,18 +155,18 @@ def gate_tolerance(reference: dict[str, dict], sensitivity: float | None) -> flo
     return max(2.0 * sensitivity, 1e-4 * scale)
 
 
-def within_tolerance(ours: dict, theirs: dict, tolerance: float) -> bool:
-    """Could the two records (top-k classes and logits) come from logit vectors that differ by at most
-    `tolerance` per class? A class only one side lists scores at most the other side's k-th logit there."""
+def needed_tolerance(ours: dict, theirs: dict) -> float:
+    """The smallest per-class logit difference two logit vectors could have and give these two records
+    (top-k classes and logits): a class only one side lists scores at most the other side's k-th logit."""
     a, b = dict(zip(ours["top"], ours["logits"])), dict(zip(theirs["top"], theirs["logits"]))
     a_floor, b_floor = min(ours["logits"]), min(theirs["logits"])
-    for c in a.keys() | b.keys():
-        if c in a and c in b:
-            if abs(a[c] - b[c]) > tolerance:
-                return False
-        elif (a[c] - b_floor if c in a else b[c] - a_floor) > tolerance:
-            return False
-    return True
+    return max([0.0] + [abs(a[c] - b[c]) if c in a and c in b else (a[c] - b_floor if c in a else b[c] - a_floor)
+                        for c in a.keys() | b.keys()])
+
+
+def within_tolerance(ours: dict, theirs: dict, tolerance: float) -> bool:
+    """Could the two records come from logit vectors that differ by at most `tolerance` per class?"""
+    return needed_tolerance(ours, theirs) <= tolerance
 
 
 def correct(record: dict) -> dict:
@@ -195,12 +197,12 @@ def check_images(reference: dict[str, dict], deployed: dict[str, dict], target: 
         return near_ties
     counts = Counter(item for _, what in differing for item in what)
     header = (f"{'image':<24}{'label eval/' + target:<22}{'eval top classes (margin)':<44}"
-              f"{target + ' top classes (margin)':<44}differs in")
+              f"{target + ' top classes (margin)':<44}{'needs':<10}differs in")
     lines = [header]
     for image, what in differing[:SHOWN_DIFFERENCES]:
         ours, theirs = reference[image], deployed[image]
         lines.append(f"{image:<24}{str(ours['label']) + '/' + str(theirs['label']):<22}{_prediction(ours):<44}"
-                     f"{_prediction(theirs):<44}{', '.join(what)}")
+                     f"{_prediction(theirs):<44}{needed_tolerance(ours, theirs):<10.4g}{', '.join(what)}")
     raise ParityError(
         f"parity gate FAILED for deployed target {target}: {len(differing)} of {len(reference)} images differ from "
         f"the evaluation ({', '.join(f'{k}: {v}' for k, v in counts.items())}); the first "
@@ -209,11 +211,13 @@ def check_images(reference: dict[str, dict], deployed: dict[str, dict], target: 
 
 
 def _tolerance_note(tolerance: float, near_ties: int) -> str:
+    needs = ("needs = the near-tie tolerance that would pass the image (deploy.parity_tolerance; only for "
+             "kNN near-ties: small against the margins)")
     if tolerance <= 0:
-        return ("the evaluation recorded no rounding sensitivity, so no near-tie is allowed: near 0 is a tie "
-                "that rounding can flip, large on both sides means the deployed model computes something else")
-    return (f"these differ by more than the near-tie tolerance {tolerance:.4g}, twice the model's rounding "
-            f"sensitivity; {near_ties} other image(s) passed as near-ties")
+        return ("no near-tie tolerance (the evaluation recorded no rounding sensitivity): a margin near 0 is a "
+                f"tie that rounding can flip, large on both sides means the deployed model computes something "
+                f"else; {needs}")
+    return f"these need more than the near-tie tolerance {tolerance:.4g}; {near_ties} other image(s) passed as near-ties; {needs}"
 
 
 def count_changes(near_ties: dict[str, dict]) -> dict:
@@ -222,9 +226,10 @@ def count_changes(near_ties: dict[str, dict]) -> dict:
 
 
 def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget],
-                  train_metrics_path=None) -> dict:
+                  train_metrics_path=None, tolerance: float | None = None) -> dict:
     """Read the step outputs, enforce parity for every deployed target (raises ParityError naming the
-    first failing one), return the summary: one accuracy row per target, with its latency."""
+    first failing one), return the summary: one accuracy row per target, with its latency. `tolerance`:
+    the near-tie tolerance (default: gate_tolerance of the evaluation's rounding sensitivity)."""
     if not targets:
         raise ValueError("no deployed target to check (expected at least one: name, accuracy, predictions, "
                          "latency)")
@@ -239,7 +244,10 @@ def build_summary(eval_path, eval_predictions_path, targets: list[DeployedTarget
     latency = {t.name: read_json(t.latency, f"{t.name} inference latency", LATENCY_KEYS) for t in targets}
     deployed = {t.name: read_json(t.accuracy, f"{t.name} accuracy", INFER_KEYS) for t in targets}
     rows = accuracy_rows(eval_metrics, eval_path, deployed, latency)
-    tolerance = gate_tolerance(reference, sensitivity)
+    if tolerance is None:
+        tolerance = gate_tolerance(reference, sensitivity)
+    elif not tolerance >= 0:
+        raise ValueError(f"near-tie tolerance {tolerance}: expected a number >= 0")
     near_ties = {t.name: check_images(reference, read_predictions(t.predictions, f"{t.name} predictions")[0],
                                       t.name, tolerance) for t in targets}
     check_counts(rows, [count_changes(near_ties[t.name]) for t in targets])  # rows: eval, then the targets

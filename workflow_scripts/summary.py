@@ -40,11 +40,16 @@ def run(argv=None) -> None:
     parser.add_argument("--weights_origin", default="trained",
                         help="how they came about, e.g. 'trained' or 'given (train.from_weights)'")
     parser.add_argument("--pretrained", metavar="FILE", help="the weights training started from, if any")
+    parser.add_argument("--near_tie_tolerance", type=float, metavar="LOGITS",
+                        help="largest logit difference accepted for an image whose decision differs (a kNN "
+                             "near-tie); default: twice the rounding sensitivity the evaluation recorded")
     parser.add_argument("--output", required=True, metavar="JSON", help="summary file to write")
     args = parser.parse_args(argv)
+    if args.near_tie_tolerance is not None and not args.near_tie_tolerance >= 0:
+        parser.error(f"--near_tie_tolerance {args.near_tie_tolerance}: expected a number >= 0")
 
     targets = [DeployedTarget(*target) for target in args.deployed]
-    summary = build_summary(args.eval, args.eval_predictions, targets, args.train_metrics)
+    summary = build_summary(args.eval, args.eval_predictions, targets, args.train_metrics, args.near_tie_tolerance)
     if args.weights:
         summary["weights"] = {**describe(args.weights), "origin": args.weights_origin}
         print(f"weights: {args.weights} (sha256 {summary['weights']['sha256']}, {args.weights_origin})")
