@@ -154,6 +154,37 @@ NETWORK_KEYS = (
 )
 
 
+# What the 310 preprocessing depends on: branches equal in these share one .bin folder (an ImageNet val
+# set is ~30 GB of .bin files, once per run rather than once per ablation variant).
+PREPROCESS_KEYS = (
+    "num_classes",
+    "image_size",
+    "crop_pct",
+    "mean",
+    "std",
+    "interpolation",
+)
+
+
+def preprocess_branch(branch):
+    """The branch whose preprocessed .bin files `branch` uses: the first of the run's branches (the run
+    itself first) with the same PREPROCESS_KEYS."""
+    inputs = lambda b: [branch_config(b)[k] for k in PREPROCESS_KEYS]
+    return next(b for b in BRANCHES if inputs(b) == inputs(branch))
+
+
+def preprocessed(pattern):
+    """An input function: preprocess_310's output `pattern` for the job's preprocess_branch (the
+    pattern stays readable as `.pattern` for steps_needed_by)."""
+    pattern = strip_wildcard_constraints(str(pattern))
+
+    def path(wildcards):
+        return pattern.format(branch=preprocess_branch(wildcards.branch))
+
+    path.pattern = pattern
+    return path
+
+
 def model_args(branch, only=None):
     """--vig_config plus one --set per override of the branch (train_overrides, and the variant's
     keys in an ablation; JSON values are valid YAML); `only` keeps the overrides a step depends on, so
@@ -274,21 +305,43 @@ def steps_needed_by(rule_name):
     }
     needed, pending = {rule_name}, list(workflow.get_rule(rule_name).input)
     while pending:
-        producer = producers.get(str(pending.pop()))
+        item = (
+            pending.pop()
+        )  # a file pattern, or an input function that names its pattern (preprocessed)
+        producer = producers.get(str(getattr(item, "pattern", item)))
         if producer is not None and producer.name not in needed:
             needed.add(producer.name)
-            pending.extend(path for f in producer.input for path in per_target(f))
+            pending.extend(
+                path
+                for f in producer.input
+                for path in per_target(getattr(f, "pattern", f))
+            )
     return [r.name for r in workflow.rules if r.name in needed]
 
 
 def benchmarks_needed_by(rule_name):
-    """The benchmark file patterns of `rule_name` and of every step it needs, one per deploy target for
-    a per-target step (export_mindir, export_onnx, ...), in workflow order."""
-    return [
-        path
+    """An input function: the benchmark files of `rule_name` and of every step it needs, one per deploy
+    target for a per-target step (export_mindir, export_onnx, ...), in workflow order; the job's branch's,
+    and for the 310 preprocessing its preprocess_branch's."""
+    steps = [
+        (step, path)
         for step in steps_needed_by(rule_name)
         for path in per_target(workflow.get_rule(step).benchmark)
     ]
+
+    def files(wildcards):
+        return [
+            path.format(
+                branch=(
+                    preprocess_branch(wildcards.branch)
+                    if step == "preprocess_310"
+                    else wildcards.branch
+                )
+            )
+            for step, path in steps
+        ]
+
+    return files
 
 
 def branch_targets(branch):

@@ -1,4 +1,5 @@
-# The seed's Ascend-310 chain: preprocess to .bin (once, shared), then per deploy target ({target}) run
+# The seed's Ascend-310 chain: preprocess to .bin (once, shared by the deploy targets and by the ablation
+# variants that preprocess alike: common.preprocess_branch), then per deploy target ({target}) run
 # the exported model on them (MINDIR: nn.GraphCell, ONNX: onnxruntime) and score the results.
 rule preprocess_310:
     input:
@@ -30,7 +31,7 @@ rule preprocess_310:
 rule infer:
     input:
         model=rules.export.output[0],
-        bins=rules.preprocess_310.output.bins,
+        bins=preprocessed(rules.preprocess_310.output.bins),
     output:
         results=directory(branch_path("infer/{target}/result_Files")),
         latency=branch_path("infer/{target}/latency.json"),
@@ -57,7 +58,7 @@ rule infer:
 rule postprocess:
     input:
         results=rules.infer.output.results,
-        labels=rules.preprocess_310.output.labels,
+        labels=preprocessed(rules.preprocess_310.output.labels),
     output:
         accuracy=branch_path("infer/{target}/accuracy.json"),
         predictions=branch_path("infer/{target}/predictions.json"),

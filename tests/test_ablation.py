@@ -82,6 +82,20 @@ def test_each_variant_is_a_branch_with_its_own_config_and_state(tmp_path):
     assert "model_overrides" not in train_mr  # {} is the base config itself
     assert out.count("workflow_scripts/verify_dataset.py") == 1  # one verified dataset for every branch
     assert "results/tiny/summary.json" not in out  # the run itself is not a branch of its ablation
+    # one set of 310 .bin files for the branches that preprocess alike (an ImageNet val set is ~30 GB)
+    assert out.count("workflow_scripts/preprocess_310.py") == 1
+    infers = [c for c in out.splitlines() if "workflow_scripts/infer.py" in c]
+    assert len(infers) == 4 and all("--input_dir results/tiny/infer/preprocess_Result/images " in c for c in infers)
+
+
+def test_a_variant_that_preprocesses_otherwise_gets_its_own_bin_files(tmp_path):
+    configfile = ablation_config(tmp_path, {"mr": {}, "big": {"image_size": 24}})
+    out = snakemake(tmp_path, "-n", "-p", "--cores", "2", configfile=configfile).stdout
+    preprocess = [c for c in out.splitlines() if "workflow_scripts/preprocess_310.py" in c]
+    assert len(preprocess) == 2 and any("--output_dir results/tiny/ablation/big/infer/preprocess_Result/images" in c
+                                        and "image_size=24" in c for c in preprocess)
+    big = [c for c in branch_commands(out, "big") if "infer.py" in c or "postprocess.py" in c]
+    assert big and all("results/tiny/ablation/big/infer/preprocess_Result/" in c for c in big)
 
 
 def make_outputs_exist(workdir, configfile):
@@ -109,9 +123,8 @@ def test_adding_a_variant_reruns_only_that_branch_and_the_table(tmp_path):
     three = {**two, "gin": {"model_overrides": {"conv": "gin"}}}
     out = snakemake(tmp_path, "-n", "-p", "--cores", "2", configfile=ablation_config(tmp_path, three)).stdout
     jobs = planned_jobs(out)
-    assert {"train", "evaluate", "export", "preprocess_310", "infer", "postprocess", "summary", "profile_model",
-            "ablation_table"} <= jobs
-    assert not jobs & {"prepare_demo_dataset", "verify_dataset", "rank_table"}
+    assert {"train", "evaluate", "export", "infer", "postprocess", "summary", "profile_model", "ablation_table"} <= jobs
+    assert not jobs & {"prepare_demo_dataset", "verify_dataset", "rank_table", "preprocess_310"}  # .bin files shared
     scripts = [line for line in out.splitlines() if "workflow_scripts/" in line]
     assert scripts and all("ablation/gin/" in line or "ablation_table.py" in line for line in scripts), scripts
     table = next(line for line in scripts if "ablation_table.py" in line)  # reads every branch, runs only itself
