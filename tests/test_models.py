@@ -185,28 +185,32 @@ def test_native_max_of_neighbours_equals_gather_then_max_with_ties(mode):
     np.testing.assert_array_equal(got.asnumpy()[..., 0], gather_np(y[..., 0], idx.asnumpy()).max(-1))
 
 
-def test_without_kernels_eval_convs_use_the_native_operator_and_training_the_slices(pynative):
-    """Without the im2col kernel, inference (the MINDIR) runs the native conv (much faster there);
-    training keeps the slices, whose sums equal the kernel's, so gradients match it."""
+def test_without_kernels_on_cpu_convs_are_products_and_onnx_keeps_the_operator(pynative):
+    """MindSpore's CPU Conv2D is oneDNN's reference kernel for k x k and grouped convolutions, so without
+    the kernels (the MINDIR) "auto" computes them as 1x1 products, in training and inference alike:
+    im2col for k x k, one ungrouped product per group. Same values as the operator up to rounding; the
+    "onnx" setting keeps the operator (onnxruntime's Conv is fast)."""
     from vig.models.layers import Conv2d
+    from vig.ops.conv import Im2ColConv, PerGroupConv
 
     with vig_ops.use("native"):
-        auto, native, slices = (Conv2d(5, 7, 3, 2, 1, impl=impl) for impl in ("auto", "direct", "im2col"))
-    assert auto.conv.im2col.implementation == "native" and auto.conv.direct_in_eval
-    assert not slices.conv.direct_in_eval
+        kxk, kxk_direct = (Conv2d(5, 7, 3, 2, 1, impl=impl) for impl in ("auto", "direct"))
+        grouped, grouped_direct = (Conv2d(8, 12, 1, groups=4, impl=impl) for impl in ("auto", "direct"))
+    assert isinstance(kxk.conv, Im2ColConv) and kxk.conv.im2col.implementation == "native"
+    assert isinstance(grouped.conv, PerGroupConv) and grouped_direct.conv.groups == 4
+    with vig_ops.use("onnx"):
+        assert Conv2d(5, 7, 3, 2, 1).conv.implementation == "onnx"
+        assert Conv2d(8, 12, 1, groups=4).conv.implementation == "onnx"
     rng = np.random.default_rng(12)
-    weight, bias = rng.standard_normal((7, 5, 3, 3)), rng.standard_normal(7)
-    for conv in (auto, native, slices):
-        conv.weight.set_data(Tensor(weight.astype(np.float32)))
-        conv.bias.set_data(Tensor(bias.astype(np.float32)))
-    x = Tensor(rng.standard_normal((2, 5, 13, 11)).astype(np.float32))
-    for conv in (auto, native, slices):
-        conv.set_train(False)
-    np.testing.assert_array_equal(auto(x).asnumpy(), native(x).asnumpy())
-    assert not np.array_equal(native(x).asnumpy(), slices(x).asnumpy())  # else this test shows nothing
-    auto.set_train(True)
-    np.testing.assert_array_equal(auto(x).asnumpy(), slices(x).asnumpy())
-
+    for conv, direct, cin in ((kxk, kxk_direct, 5), (grouped, grouped_direct, 8)):
+        direct.weight.set_data(conv.weight.data.copy())
+        direct.bias.set_data(Tensor(rng.standard_normal(direct.bias.shape).astype(np.float32)))
+        conv.bias.set_data(direct.bias.data.copy())
+        x = Tensor(rng.standard_normal((2, cin, 13, 11)).astype(np.float32))
+        want = direct(x).asnumpy()
+        for training in (False, True):
+            conv.set_train(training)
+            np.testing.assert_allclose(conv(x).asnumpy(), want, rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from mindspore import nn
 
 from . import kernels, native, onnx
 from .build import library  # noqa: F401  (re-exported: whether a kernel source builds here)
-from .conv import Im2ColConv
+from .conv import Im2ColConv, PerGroupConv
 
 # setting -> implementations in order of preference; the first one usable for an op is built
 PREFERENCES = {
@@ -42,8 +42,8 @@ PREFERENCES = {
 
 IMPLEMENTATIONS = {
     "gelu": {"kernel": kernels.Gelu, "native": native.Gelu, "onnx": onnx.Gelu},
-    "conv": {"native": native.Conv},
-    "pointwise_conv": {"kernel": kernels.PointwiseConv, "native": native.PointwiseConv},
+    "conv": {"native": native.Conv, "onnx": onnx.Conv},
+    "pointwise_conv": {"kernel": kernels.PointwiseConv, "native": native.PointwiseConv, "onnx": onnx.PointwiseConv},
     "im2col": {"kernel": kernels.Im2Col, "native": native.Im2Col},
     "bias_add": {"kernel": kernels.BiasAdd, "native": native.BiasAdd},
     "batch_norm": {"kernel": kernels.BatchNorm, "native": native.BatchNorm},
@@ -118,27 +118,25 @@ def gelu() -> nn.Cell:
 def conv2d(kernel_size: int, stride: int, padding: int, groups: int, algorithm: str = "auto") -> nn.Cell:
     """(x, w (Cout, Cin/groups, k, k)) -> convolution without bias.
 
-    `algorithm`: "im2col" (im2col + one 1x1 product: on CPU MindSpore hands oneDNN plain NCHW tensors,
-    which makes it pick a reference kernel 100-300x slower, docs/performance.md), "direct" (the
-    convolution operator; any 1x1 stride-1 convolution is the 1x1 product), or "auto": im2col for
-    ungrouped k x k convolutions on CPU, direct otherwise."""
+    `algorithm`: "im2col" (im2col + one 1x1 product), "direct" (the convolution operator; any 1x1
+    stride-1 convolution is the 1x1 product), or "auto": where MindSpore's CPU runtime computes the
+    convolution (on CPU, the setting not "onnx"), an ungrouped k x k convolution as im2col and a grouped
+    1x1 one without its compiled kernel as one ungrouped product per group, else direct. On CPU MindSpore
+    hands oneDNN plain NCHW tensors, for which it runs every convolution but an ungrouped 1x1 one as its
+    reference kernel (`jit_uni_ncsp:conv+ref`): 5-100x slower than the slices or the per-group products
+    (docs/performance.md). onnxruntime's Conv is fast: the "onnx" setting keeps the operator."""
     if algorithm not in ("auto", "im2col", "direct"):
         raise ValueError(f"conv2d algorithm must be 'auto', 'im2col' or 'direct', got {algorithm!r}")
+    slow_operator = algorithm == "auto" and kernels.on_cpu() and current().preference("conv")[0] != "onnx"
     if algorithm == "auto":
-        algorithm = "im2col" if kernels.on_cpu() and kernel_size > 1 and groups == 1 else "direct"
-        # without the compiled im2col, inference is faster on the convolution operator than on the
-        # slices (5-15x, bench/mindir_throughput.py); training keeps the slices, whose gradients are the
-        # kernel's
-        direct_in_eval = True
-    else:
-        direct_in_eval = False
+        algorithm = "im2col" if slow_operator and kernel_size > 1 and groups == 1 else "direct"
     if algorithm == "im2col":
-        cols = create("im2col", kernel_size, stride, padding)
-        direct_in_eval = direct_in_eval and cols.implementation == "native"
-        direct = create("conv", kernel_size, stride, padding, 1) if direct_in_eval else None
-        return Im2ColConv(cols, create("pointwise_conv", 1), direct)
+        return Im2ColConv(create("im2col", kernel_size, stride, padding), create("pointwise_conv", 1))
     if kernel_size == 1 and stride == 1 and padding == 0:
-        return create("pointwise_conv", groups)
+        product = create("pointwise_conv", groups)
+        if slow_operator and groups > 1 and product.implementation == "native":
+            return PerGroupConv(create("pointwise_conv", 1), groups)
+        return product
     return create("conv", kernel_size, stride, padding, groups)
 
 

@@ -21,6 +21,9 @@ file_format ONNX); every op without a cell here is its native one. What the expo
   batch; here GatherElements with the indices broadcast over the channels (gather_rows).
 - `Rsqrt` (and `L2Normalize`) have no mapping; F.normalize is x / sqrt(max(sum x^2, eps^2)) here (same
   values as native.l2_normalize within float32 rounding).
+- Convolutions: not missing, but kept as one Conv each (Conv, PointwiseConv here): vig.ops.conv2d
+  otherwise decomposes k x k and grouped ones into 1x1 products for MindSpore's CPU runtime, whose
+  convolution operator is slow there; onnxruntime's is fast.
 
 vig/deploy/onnx_file.py then rewrites the GELUs and gathers into ONNX ops onnxruntime runs faster (Erf,
 row Gather). The cells are for inference: the kNN has no stochastic dilation, MaxRelative no gradient
@@ -71,6 +74,15 @@ class Gelu(OnnxOp):
     def construct(self, x):
         xc = ops.clamp(x, -ERF_CLAMP * math.sqrt(2.0), ERF_CLAMP * math.sqrt(2.0))
         return x * ops.sigmoid(xc * _horner(xc * xc, _GELU_SIGMOID_POLY))
+
+
+class Conv(OnnxOp, native.Conv):
+    """The convolution operator, one ONNX Conv: onnxruntime runs it fast, unlike MindSpore's CPU runtime,
+    for which vig.ops.conv2d decomposes it (this cell's presence keeps it whole)."""
+
+
+class PointwiseConv(OnnxOp, native.PointwiseConv):
+    """The (grouped) 1x1 convolution operator, one ONNX Conv (see Conv)."""
 
 
 def drop_last_axis(x):
