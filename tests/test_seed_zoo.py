@@ -19,8 +19,11 @@ NO_ASCEND = "this machine has no Ascend device"
 
 
 def run(args, cwd, timeout=300):
+    """The launchers exec `python` as the seed's do: the one running these tests comes first on PATH (as
+    `make test` puts the venv's), so `.venv/bin/python -m pytest` alone runs them too."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, "GLOG_v": "3"})
+                          env={**os.environ, "GLOG_v": "3", "PATH": path})
 
 
 def load_script(name):
