@@ -303,18 +303,15 @@ def steps_needed_by(rule_name):
     producers = {
         path: r for r in workflow.rules for f in r.output for path in per_target(f)
     }
+    # an input is a file pattern, or an input function that names its pattern (preprocessed)
+    pattern_of = lambda item: str(getattr(item, "pattern", item))
     needed, pending = {rule_name}, list(workflow.get_rule(rule_name).input)
     while pending:
-        item = (
-            pending.pop()
-        )  # a file pattern, or an input function that names its pattern (preprocessed)
-        producer = producers.get(str(getattr(item, "pattern", item)))
+        producer = producers.get(pattern_of(pending.pop()))
         if producer is not None and producer.name not in needed:
             needed.add(producer.name)
             pending.extend(
-                path
-                for f in producer.input
-                for path in per_target(getattr(f, "pattern", f))
+                path for f in producer.input for path in per_target(pattern_of(f))
             )
     return [r.name for r in workflow.rules if r.name in needed]
 

@@ -42,6 +42,12 @@ def rounding_nudges(x: np.ndarray, trials: int = 3, seed: int = 0):
         yield (x * (1 + rng.choice([-1.0, 1.0], x.shape) * 2.0 ** -23)).astype(np.float32)
 
 
+def largest_move(forward, x: np.ndarray, base: np.ndarray, trials: int = 3, seed: int = 0) -> float:
+    """How far `forward` (numpy in, numpy out) moves from `base`, its output for `x`, under the
+    rounding_nudges of `x`: the largest absolute change over all outputs and trials."""
+    return max(float(np.abs(forward(nudged) - base).max()) for nudged in rounding_nudges(x, trials, seed))
+
+
 def records(images, labels, top_classes, top_logits) -> list[dict]:
     """One record per image, in the given order."""
     return [{"image": str(image), "label": int(label), "top": [int(c) for c in top],

@@ -142,7 +142,8 @@ def _prediction(record: dict) -> str:
     return f"{record['top']} ({'-' if m is None else f'{m:.4g}'})"
 
 
-def _listing(names: list[str]) -> str:
+def listing(names: list[str]) -> str:
+    """The first SHOWN_DIFFERENCES names, and how many there are when that is not all."""
     shown = ", ".join(names[:SHOWN_DIFFERENCES])
     return shown + (f", ... ({len(names)} in all)" if len(names) > SHOWN_DIFFERENCES else "")
 
@@ -182,15 +183,16 @@ def check_images(reference: dict[str, dict], deployed: dict[str, dict], target: 
     only_eval = [image for image in reference if image not in deployed]
     only_deployed = [image for image in deployed if image not in reference]
     if only_eval or only_deployed:
-        lines = [f"only in the evaluation: {_listing(only_eval)}"] if only_eval else []
-        lines += [f"only in {target}: {_listing(only_deployed)}"] if only_deployed else []
+        lines = [f"only in the evaluation: {listing(only_eval)}"] if only_eval else []
+        lines += [f"only in {target}: {listing(only_deployed)}"] if only_deployed else []
         raise ParityError(f"parity gate FAILED for deployed target {target}: not the evaluation's images "
                           f"({len(reference)} evaluated, {len(deployed)} deployed)\n  " + "\n  ".join(lines))
     differing, near_ties = [], {}
     for image, ours in reference.items():
         what = _differences(ours, deployed[image])
         if what and "label" not in what and tolerance > 0 and within_tolerance(ours, deployed[image], tolerance):
-            near_ties[image] = {k: v - correct(ours)[k] for k, v in correct(deployed[image]).items()}
+            before = correct(ours)
+            near_ties[image] = {k: v - before[k] for k, v in correct(deployed[image]).items()}
         elif what:
             differing.append((image, what))
     if not differing:

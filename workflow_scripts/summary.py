@@ -10,8 +10,8 @@ For each --deployed target (name, postprocess accuracy, per-image predictions, i
 evaluation's images, and for every image the same label, top-1 class and set of top-5 classes (so the
 same correct counts) or, where the kNN's rounding flips a near-tie, logits within twice the model's
 measured rounding sensitivity (vig/summary.py; such images are listed); else exit status 1 naming the
-target and the first differing images with both predictions and their top-1 margins, and nothing written. Prints the accuracy table (eval vs each
-deployed target, with its latency). With --weights the summary also says which weights were deployed
+target and the first differing images with both predictions and their top-1 margins, and nothing
+written. Prints the accuracy table (eval vs each deployed target, with its latency). With --weights the summary also says which weights were deployed
 (path, sha256, origin) and, with --pretrained, what training started from.
 """
 import sys
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a pl
 
 from vig.cli import Parser, run_cli  # noqa: E402
 from vig.io import write_json  # noqa: E402
-from vig.summary import DeployedTarget, ParityError, build_summary, format_table  # noqa: E402
+from vig.summary import DeployedTarget, ParityError, build_summary, format_table, listing  # noqa: E402
 from vig.weights import describe  # noqa: E402
 
 
@@ -64,8 +64,7 @@ def run(argv=None) -> None:
             continue
         print(f"{name}: {images - len(ties)} of {images} images have the evaluation's label, top-1 class and "
               f"top-5 classes; {len(ties)} differ only by a near-tie within {summary['near_tie_tolerance']:.4g} "
-              f"(twice the model's rounding sensitivity): {', '.join(ties[:10])}"
-              + (f", ... ({len(ties)} in all)" if len(ties) > 10 else ""))
+              f"(twice the model's rounding sensitivity): {listing(ties)}")
     for name, lat in summary["latency"].items():
         print(f"{name} latency: {lat['mean_ms']:.2f} ms/image mean, p50 {lat['p50_ms']:.2f}, p90 "
               f"{lat['p90_ms']:.2f} (batch {lat['batch_size']}, {lat['images']} images; {lat['runtime']})")

@@ -62,11 +62,12 @@ def rounding_sensitivity(net, x: np.ndarray, trials: int = 3, seed: int = 0) -> 
     another order) flips such neighbours too, so its logits may differ by this much from a correct graph."""
     import mindspore as ms
 
-    from ..predictions import rounding_nudges
+    from ..predictions import largest_move
 
-    base = _eager_forward(net, ms.Tensor(x))
-    return max(float(np.abs(_eager_forward(net, ms.Tensor(nudged)) - base).max())
-               for nudged in rounding_nudges(x, trials, seed))
+    def forward(batch):
+        return _eager_forward(net, ms.Tensor(batch))
+
+    return largest_move(forward, x, forward(x), trials, seed)
 
 
 def check_dynamic_batch(net, path: str | os.PathLike, image_size: int, batch_sizes=(2, 1), seed: int = 0,

@@ -95,13 +95,12 @@ def evaluate(net, dataset, num_classes: int, batch_size: int, distributed: bool 
 
 def rounding_sensitivity(forward, images: np.ndarray, labels: np.ndarray, top_logits: np.ndarray, n: int) -> float:
     """How far the sorted top-k logits of the batch's first `n` images move under rounding_nudges."""
-    from ..predictions import rounding_nudges
+    from ..predictions import largest_move
 
-    moved = 0.0
-    for nudged in rounding_nudges(images):
-        _, values, _ = forward(Tensor(nudged), Tensor(labels.astype(np.int32)))
-        moved = max(moved, float(np.abs(values.asnumpy()[:n] - top_logits).max()))
-    return moved
+    def top_k_logits(batch):
+        return forward(Tensor(batch), Tensor(labels.astype(np.int32)))[1].asnumpy()[:n]
+
+    return largest_move(top_k_logits, images, top_logits)
 
 
 def gather_predictions(result: dict, shard: np.ndarray, num_images: int, distributed: bool):
